@@ -1,0 +1,6 @@
+"""The zoo. Importing this package registers every model family."""
+
+# Each family module registers its models on import.
+from cnn_zoo.models import lenet  # noqa: F401
+from cnn_zoo.models.registry import (ModelSpec, check_input_shape, get,  # noqa: F401
+                                     input_shape, names, spec)

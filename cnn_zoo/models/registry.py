@@ -1,0 +1,68 @@
+"""The model registry: names -> constructors, canonical input shapes and smallest accepted inputs."""
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What the rest of cnn_zoo knows about a registered model."""
+  name: str
+  constructor: Callable[..., nn.Module]  # called with num_classes=, dtype=, **overrides
+  input_shape: tuple[int, int, int]  # canonical (H, W, C)
+  min_input_size: int  # smallest H (= W) the architecture accepts
+  num_classes: int  # default number of classes
+  family: str
+  description: str = ''
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, constructor: Callable[..., nn.Module], *,
+             input_shape: tuple[int, int, int], min_input_size: int,
+             num_classes: int, family: str, description: str = '') -> None:
+  if name in _REGISTRY:
+    raise ValueError(f'model {name!r} is registered twice')
+  _REGISTRY[name] = ModelSpec(name, constructor, tuple(input_shape),
+                              min_input_size, num_classes, family, description)
+
+
+def names() -> list[str]:
+  """All registered model names, sorted."""
+  return sorted(_REGISTRY)
+
+
+def spec(name: str) -> ModelSpec:
+  if name not in _REGISTRY:
+    raise ValueError(f'unknown model {name!r}; valid choices: {", ".join(names())}')
+  return _REGISTRY[name]
+
+
+def get(name: str, num_classes: int | None = None, dtype: Any = jnp.float32,
+        **overrides) -> nn.Module:
+  """Builds the linen Module of `name`, called as `module.apply(variables, x, train=...)`."""
+  s = spec(name)
+  return s.constructor(num_classes=num_classes or s.num_classes,
+                       dtype=jnp.dtype(dtype), **overrides)
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+  """The canonical (H, W, C) input of `name`."""
+  return spec(name).input_shape
+
+
+def check_input_shape(name: str, shape: tuple[int, int, int]) -> None:
+  """Refuses, with a one-line message, an input too small for the architecture."""
+  s = spec(name)
+  h, w, c = shape
+  if min(h, w) < s.min_input_size:
+    raise ValueError(
+        f'image size {h}x{w} is too small for model {name!r}: it needs at least '
+        f'{s.min_input_size}x{s.min_input_size} (canonical input {s.input_shape[0]}x'
+        f'{s.input_shape[1]}x{s.input_shape[2]})')
+  if c != s.input_shape[2]:
+    raise ValueError(f'model {name!r} takes {s.input_shape[2]} input channels, got {c}')
