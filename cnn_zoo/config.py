@@ -1,0 +1,107 @@
+"""Every config field with its default, and validation before anything is compiled.
+
+Config files in configs/ start from `defaults()` and change what their experiment needs, so every
+config has every field and an unknown field is an error.
+"""
+
+import ml_collections
+
+from cnn_zoo import models
+from cnn_zoo.data import pipeline, sources
+from cnn_zoo.train import optim
+
+DTYPES = ('float32', 'bfloat16')
+NONFINITE = ('stop', 'skip')
+
+
+def defaults() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # What to train, on what.
+  c.model = 'lenet5'
+  c.model_kwargs = ml_collections.ConfigDict()  # constructor overrides, e.g. activation='tanh'
+  c.dataset = 'digits'  # a TFDS name, npz:PATH, folder:PATH or tfds:NAME
+  c.data_dir = ''  # TFDS data_dir; '' means TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.num_classes = 0  # 0: the dataset's
+  c.image_size = 0  # 0: the model's canonical size
+  c.resize_mode = 'auto'
+  c.augment = 'none'
+  c.crop_padding = 4
+  # Budget: num_train_steps > 0 overrides num_epochs.
+  c.batch_size = 128
+  c.eval_batch_size = 0  # 0: batch_size
+  c.num_epochs = 10.0
+  c.num_train_steps = -1
+  # Optimizer and schedule.
+  c.optimizer = 'sgd'
+  c.learning_rate = 0.1
+  c.momentum = 0.9
+  c.nesterov = False
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.999
+  c.adam_eps = 1e-8
+  c.weight_decay = 0.0
+  c.weight_decay_mode = ''  # '' picks decoupled for adamw, l2 otherwise
+  c.grad_clip_norm = 0.0
+  c.schedule = 'cosine'
+  c.warmup_epochs = 0.0
+  c.lr_boundaries = (0.5, 0.75)  # piecewise: fractions of the budget
+  c.lr_decay_factor = 0.1
+  c.label_smoothing = 0.0
+  # Numerics and reproducibility.
+  c.seed = 0
+  c.dtype = 'float32'  # activations; parameters, optimizer state and BN statistics stay float32
+  c.nonfinite = 'stop'  # stop at a NaN/Inf loss or gradient, or skip such steps (counted)
+  # Outputs.
+  c.log_every_steps = 50
+  c.eval_every_epochs = 1.0  # 0: evaluate only at the end
+  c.checkpoint_every_steps = 0  # 0: at each evaluation and at the end
+  c.keep_checkpoints = 3
+  return c
+
+
+def _choice(config, field, choices):
+  value = config[field]
+  if value not in choices:
+    raise ValueError(f'config.{field}={value!r} is not valid; valid choices: {", ".join(choices)}')
+
+
+def _at_least(config, field, low, *, strict=False):
+  value = config[field]
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ValueError(f'config.{field}={value!r} must be a number')
+  if value < low or (strict and value == low):
+    relation = '>' if strict else '>='
+    raise ValueError(f'config.{field}={value!r} is out of range; it must be {relation} {low}')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError with one line naming the field, the value and the valid choices."""
+  unknown = sorted(set(config.keys()) - set(defaults().keys()))
+  if unknown:
+    raise ValueError(f'unknown config field(s) {", ".join(unknown)}; valid fields: '
+                     f'{", ".join(sorted(defaults().keys()))}')
+  _choice(config, 'model', models.names())
+  sources.check_name(config.dataset)
+  _choice(config, 'optimizer', optim.OPTIMIZERS)
+  _choice(config, 'schedule', optim.SCHEDULES)
+  _choice(config, 'weight_decay_mode', ('',) + optim.WEIGHT_DECAY_MODES)
+  _choice(config, 'augment', pipeline.AUGMENTATIONS)
+  _choice(config, 'resize_mode', pipeline.RESIZE_MODES)
+  _choice(config, 'dtype', DTYPES)
+  _choice(config, 'nonfinite', NONFINITE)
+  for field in ('batch_size', 'learning_rate', 'log_every_steps', 'keep_checkpoints'):
+    _at_least(config, field, 0, strict=True)
+  for field in ('num_epochs', 'eval_batch_size', 'num_classes', 'image_size', 'momentum',
+                'weight_decay', 'grad_clip_norm', 'warmup_epochs', 'label_smoothing',
+                'crop_padding', 'eval_every_epochs', 'checkpoint_every_steps', 'seed'):
+    _at_least(config, field, 0)
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise ValueError(f'config.num_epochs={config.num_epochs!r} must be > 0 '
+                     f'(or give config.num_train_steps > 0)')
+  if config.label_smoothing >= 1:
+    raise ValueError(f'config.label_smoothing={config.label_smoothing!r} must be in [0, 1)')
+  if config.momentum >= 1:
+    raise ValueError(f'config.momentum={config.momentum!r} must be in [0, 1)')
+  if any(not 0 < b < 1 for b in config.lr_boundaries):
+    raise ValueError(f'config.lr_boundaries={tuple(config.lr_boundaries)!r} must be fractions '
+                     f'of the budget, each in (0, 1)')

@@ -1,0 +1,177 @@
+"""Batches for training and evaluation as tf.data pipelines over in-memory arrays.
+
+Training batch `s` is a pure function of (seed, s): epoch e = s // steps_per_epoch is ordered by a
+stateless permutation seeded with (seed, e), and augmentation draws from stateless random ops seeded
+with (seed, s). A resumed run therefore sees exactly the batches it would have seen, and the global
+batch is the same whatever the number of processes: process p takes rows [p*L, (p+1)*L) of it.
+
+Preprocessing, in order: scale to [0, 1], convert channels to the model's, pad or resize to the
+model's size, augment (pad-and-crop, horizontal flip; training only), normalise by the train split's
+mean and std.
+"""
+
+import dataclasses
+import math
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from cnn_zoo.data import sources
+
+# TensorFlow only feeds the host; keep it off any accelerator JAX is using.
+tf.config.set_visible_devices([], 'GPU')
+
+AUGMENTATIONS = ('none', 'crop', 'flip', 'crop_flip')
+RESIZE_MODES = ('auto', 'pad', 'resize')
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+  """How raw uint8 images become model inputs."""
+  image_shape: tuple[int, int, int]  # the model's (H, W, C)
+  mean: tuple[float, ...]  # per channel of the source images, 0..1 scale
+  std: tuple[float, ...]
+  resize_mode: str = 'auto'  # auto: pad when at most 8 pixels short (28 -> 32), resize otherwise
+  augment: str = 'none'
+  crop_padding: int = 4
+
+
+def _convert_channels(x, channels):
+  if x.shape[-1] == channels:
+    return x
+  if x.shape[-1] == 1:
+    return tf.tile(x, [1, 1, 1, channels])
+  if x.shape[-1] == 3 and channels == 1:
+    return tf.image.rgb_to_grayscale(x)
+  raise sources.DataError(f'cannot convert {x.shape[-1]}-channel images to {channels} channels')
+
+
+def _stats_for_channels(values, source_channels, channels):
+  values = np.asarray(values, np.float32)
+  if source_channels == channels:
+    return values
+  if source_channels == 1:
+    return np.repeat(values, channels)
+  return np.full([channels], values.mean(), np.float32)  # rgb -> grey: about the mean
+
+
+def _fit_size(x, height, width, mode):
+  h, w = x.shape[1], x.shape[2]
+  if (h, w) == (height, width):
+    return x
+  if mode == 'auto':
+    mode = 'pad' if 0 <= height - h <= 8 and 0 <= width - w <= 8 else 'resize'
+  if mode == 'pad':
+    if h > height or w > width:
+      raise sources.DataError(f'cannot pad {h}x{w} images to {height}x{width}; use resize_mode=resize')
+    top, left = (height - h) // 2, (width - w) // 2
+    return tf.pad(x, [[0, 0], [top, height - h - top], [left, width - w - left], [0, 0]])
+  return tf.image.resize(x, (height, width), method='bilinear', antialias=True)
+
+
+def _random_crop(x, padding, offsets):
+  """Zero-pads by `padding` and crops back at `offsets` ([N, 2] in 0..2*padding) per example."""
+  h, w = x.shape[1], x.shape[2]
+  x = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+  rows = offsets[:, :1] + tf.range(h)[None]
+  cols = offsets[:, 1:] + tf.range(w)[None]
+  x = tf.gather(x, rows, axis=1, batch_dims=1)
+  return tf.gather(x, cols, axis=2, batch_dims=1)
+
+
+def _augmentation_draws(seed, global_batch, padding, rows):
+  """Random crop offsets and flips for the whole global batch, sliced to this process's `rows`.
+
+  Drawn for the global batch so that a process's examples are augmented the same way whatever the
+  number of processes.
+  """
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  offsets = tf.random.stateless_uniform([global_batch, 2], crop_seed, 0, 2 * padding + 1,
+                                        dtype=tf.int32)
+  flips = tf.random.stateless_uniform([global_batch], flip_seed) < 0.5
+  return offsets[rows[0]:rows[1]], flips[rows[0]:rows[1]]
+
+
+def preprocess_batch(images, prep: Preprocess, draws=None):
+  """uint8 (N, h, w, c) -> float32 (N, H, W, C); augments when `draws` (offsets, flips) are given."""
+  height, width, channels = prep.image_shape
+  x = tf.cast(images, tf.float32) / 255.0
+  source_channels = x.shape[-1]
+  x = _convert_channels(x, channels)
+  x = _fit_size(x, height, width, prep.resize_mode)
+  if draws is not None:
+    offsets, flips = draws
+    if 'crop' in prep.augment:
+      x = _random_crop(x, prep.crop_padding, offsets)
+    if 'flip' in prep.augment:
+      x = tf.where(flips[:, None, None, None], tf.reverse(x, axis=[2]), x)
+  mean = _stats_for_channels(prep.mean, source_channels, channels)
+  std = _stats_for_channels(prep.std, source_channels, channels)
+  return (x - mean) / std
+
+
+def _options():
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = 2  # leave the cores to XLA
+  options.autotune.enabled = True
+  return options
+
+
+def train_batches(split: sources.Split, prep: Preprocess, *, global_batch: int, seed: int,
+                  start_step: int, num_steps: int, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """This process's share of training batches start_step .. num_steps - 1."""
+  n = len(split)
+  steps_per_epoch = n // global_batch  # the last partial batch of an epoch is dropped
+  if steps_per_epoch == 0:
+    raise sources.DataError(f'batch_size {global_batch} exceeds the {n} training examples')
+  local_batch = global_batch // process_count
+  images, labels = tf.constant(split.images), tf.constant(split.labels)
+
+  def make_batch(step):
+    epoch, in_epoch = step // steps_per_epoch, step % steps_per_epoch
+    first = in_epoch * global_batch + process_index * local_batch
+    positions = first + tf.range(local_batch, dtype=tf.int64)
+    order_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+    index = tf.random.experimental.index_shuffle(positions, order_seed, n - 1)
+    draws = None
+    if prep.augment != 'none':
+      aug_seed = tf.stack([tf.constant(seed, tf.int64), step])
+      rows = (process_index * local_batch, (process_index + 1) * local_batch)
+      draws = _augmentation_draws(aug_seed, global_batch, prep.crop_padding, rows)
+    return {'image': preprocess_batch(tf.gather(images, index), prep, draws),
+            'label': tf.gather(labels, index)}
+
+  ds = tf.data.Dataset.range(start_step, num_steps)
+  ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+  return tfds_as_numpy(ds.with_options(_options()))
+
+
+def num_eval_batches(n: int, global_batch: int) -> int:
+  return math.ceil(n / global_batch)
+
+
+def eval_batches(split: sources.Split, prep: Preprocess, *, global_batch: int,
+                 process_index: int = 0, process_count: int = 1):
+  """Every example once, in order; the last batch is padded and its padding masked out."""
+  n = len(split)
+  local_batch = global_batch // process_count
+  images, labels = tf.constant(split.images), tf.constant(split.labels)
+
+  def make_batch(b):
+    positions = b * global_batch + process_index * local_batch + tf.range(local_batch, dtype=tf.int64)
+    index = tf.minimum(positions, n - 1)
+    return {'image': preprocess_batch(tf.gather(images, index), prep),
+            'label': tf.gather(labels, index),
+            'mask': tf.cast(positions < n, tf.float32)}
+
+  ds = tf.data.Dataset.range(num_eval_batches(n, global_batch))
+  ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+  return tfds_as_numpy(ds.with_options(_options()))
+
+
+def tfds_as_numpy(ds):
+  for batch in ds:
+    yield {k: v.numpy() for k, v in batch.items()}

@@ -1,0 +1,189 @@
+"""Where images come from: TFDS by name, `npz:PATH` arrays and `folder:PATH` image folders.
+
+Every source is read once into host memory as uint8 NHWC arrays. The datasets cnn_zoo is built for
+(digits, MNIST, Fashion-MNIST, CIFAR, Imagenette) fit easily, and in-memory arrays make the batch at
+step s a pure function of (seed, s): resumable at any step and identical on any number of hosts.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from cnn_zoo.data import digits  # noqa: F401  (registers the `digits` TFDS builder)
+
+# TFDS datasets cnn_zoo is tested with; any other is reachable as `tfds:NAME`.
+TFDS_DATASETS = ('digits', 'mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'imagenette')
+PREFIXES = ('npz:', 'folder:', 'tfds:')
+
+
+class DataError(ValueError):
+  """A dataset that cannot be loaded, with the reason in one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: np.ndarray  # uint8, (N, H, W, C)
+  labels: np.ndarray  # int32, (N,)
+
+  def __len__(self):
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  name: str
+  train: Split
+  test: Split
+  num_classes: int
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train.images.shape[1:])
+
+  def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the train images, on the 0..1 scale."""
+    x = self.train.images.reshape(-1, self.train.images.shape[-1])
+    # Accumulate in float64 over chunks: exact enough, and no float copy of the whole split.
+    total, total_sq = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for start in range(0, len(x), 1 << 22):
+      chunk = x[start:start + (1 << 22)].astype(np.float64) / 255.0
+      total += chunk.sum(0)
+      total_sq += (chunk ** 2).sum(0)
+    mean = total / len(x)
+    std = np.sqrt(np.maximum(total_sq / len(x) - mean ** 2, 1e-12))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def valid_names() -> str:
+  return ', '.join(TFDS_DATASETS) + ', npz:PATH, folder:PATH, tfds:NAME'
+
+
+def check_name(name: str) -> None:
+  if name not in TFDS_DATASETS and not name.startswith(PREFIXES):
+    raise DataError(f'unknown dataset {name!r}; valid choices: {valid_names()}')
+
+
+def load(name: str, data_dir: str | None = None, image_size: int | None = None) -> Dataset:
+  """Loads dataset `name`; `image_size` resizes sources whose images vary in size."""
+  check_name(name)
+  if name.startswith('npz:'):
+    return _load_npz(name[len('npz:'):])
+  if name.startswith('folder:'):
+    return _load_folder(name[len('folder:'):], image_size)
+  return _load_tfds(name.removeprefix('tfds:'), data_dir or None, image_size)
+
+
+def _check_arrays(where: str, images: np.ndarray, labels: np.ndarray, split: str) -> None:
+  if images.dtype != np.uint8 or images.ndim != 4:
+    raise DataError(f'{where}: x_{split} must be uint8 images of shape (N, H, W, C), got '
+                    f'{images.dtype} {images.shape}')
+  if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f'{where}: y_{split} must hold one integer label per image, got '
+                    f'{labels.dtype} {labels.shape} for {len(images)} images')
+  if len(labels) == 0:
+    raise DataError(f'{where}: the {split} split is empty')
+  if labels.min() < 0:
+    raise DataError(f'{where}: y_{split} has a negative label {labels.min()}')
+
+
+def _load_npz(path: str) -> Dataset:
+  if not os.path.isfile(path):
+    raise DataError(f'npz dataset file not found: {path}')
+  try:
+    with np.load(path) as f:
+      missing = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k not in f.files]
+      if missing:
+        raise DataError(f'{path}: missing array(s) {", ".join(missing)}; an npz dataset holds '
+                        f'x_train, y_train, x_test, y_test (found: {", ".join(f.files)})')
+      arrays = {k: f[k] for k in ('x_train', 'y_train', 'x_test', 'y_test')}
+  except DataError:
+    raise
+  except Exception as e:  # a truncated or corrupt zip, or not an npz at all
+    raise DataError(f'{path}: cannot read it as an npz file ({type(e).__name__}: {e})') from None
+  for split in ('train', 'test'):
+    _check_arrays(path, arrays[f'x_{split}'], arrays[f'y_{split}'], split)
+  if arrays['x_train'].shape[1:] != arrays['x_test'].shape[1:]:
+    raise DataError(f'{path}: train images {arrays["x_train"].shape[1:]} and test images '
+                    f'{arrays["x_test"].shape[1:]} differ in shape')
+  num_classes = int(max(arrays['y_train'].max(), arrays['y_test'].max())) + 1
+  return Dataset(f'npz:{path}', Split(arrays['x_train'], arrays['y_train'].astype(np.int32)),
+                 Split(arrays['x_test'], arrays['y_test'].astype(np.int32)), num_classes)
+
+
+def _to_arrays(ds: tf.data.Dataset, image_size: int | None, where: str) -> Split:
+  """Reads a tf.data split of {'image', 'label'} into memory, resizing if sizes vary."""
+  if image_size:
+    def resize(example):
+      image = tf.image.resize(example['image'], (image_size, image_size), antialias=True)
+      return {'image': tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8),
+              'label': example['label']}
+    ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE)
+  images, labels = [], []
+  try:
+    for batch in tfds.as_numpy(ds.batch(1024)):
+      images.append(batch['image'])
+      labels.append(batch['label'])
+  except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise DataError(f'{where}: unreadable or differently sized images ({first_line}); '
+                    f'give image_size to resize them') from None
+  if not images:
+    raise DataError(f'{where}: no images')
+  return Split(np.concatenate(images), np.concatenate(labels).astype(np.int32))
+
+
+def _load_tfds(name: str, data_dir: str | None, image_size: int | None) -> Dataset:
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:
+    raise DataError(f'unknown TFDS dataset {name!r} ({type(e).__name__}); valid choices: '
+                    f'{valid_names()}') from None
+  if not builder.is_prepared():
+    try:
+      builder.download_and_prepare()
+    except Exception as e:
+      where = data_dir or os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
+      raise DataError(
+          f'dataset {name!r} is not prepared in {where} and could not be downloaded '
+          f'({type(e).__name__}); prepare it on a machine with network access '
+          f'(`tfds build {name} --data_dir=DIR`) and pass --config.data_dir=DIR, '
+          f'or train from local arrays with --config.dataset=npz:PATH') from None
+  splits = builder.info.splits
+  test_split = next((s for s in ('test', 'validation') if s in splits), None)
+  if 'train' not in splits or test_split is None:
+    raise DataError(f'TFDS dataset {name!r} needs a train split and a test or validation split; '
+                    f'it has {", ".join(splits)}')
+  info = builder.info
+  if 'image' not in info.features or 'label' not in info.features:
+    raise DataError(f'TFDS dataset {name!r} has no image and label features')
+  varying = None in info.features['image'].shape[:2]
+  size = image_size if varying else None
+  read = lambda split: _to_arrays(
+      builder.as_dataset(split=split, shuffle_files=False,
+                         decoders=None).map(lambda e: {'image': e['image'], 'label': e['label']}),
+      size, f'{name}[{split}]')
+  return Dataset(name, read('train'), read(test_split), info.features['label'].num_classes)
+
+
+def _load_folder(path: str, image_size: int | None) -> Dataset:
+  if not os.path.isdir(path):
+    raise DataError(f'image folder not found: {path}')
+  splits = {s for s in os.listdir(path) if os.path.isdir(os.path.join(path, s))}
+  test_split = next((s for s in ('test', 'validation', 'val') if s in splits), None)
+  if 'train' not in splits or test_split is None:
+    raise DataError(f'{path}: an image folder holds train/<class>/* and test/<class>/* '
+                    f'(or validation/, val/); found sub-folders: {", ".join(sorted(splits)) or "none"}')
+  try:
+    builder = tfds.ImageFolder(path)
+  except Exception as e:
+    raise DataError(f'{path}: cannot read it as an image folder ({type(e).__name__}: {e})') from None
+  for split in ('train', test_split):
+    if builder.info.splits[split].num_examples == 0:
+      raise DataError(f'{path}/{split}: no images (.jpg, .jpeg or .png in one folder per class)')
+  read = lambda split: _to_arrays(builder.as_dataset(split=split, shuffle_files=False),
+                                  image_size, f'{path}/{split}')
+  return Dataset(f'folder:{path}', read('train'), read(test_split),
+                 builder.info.features['label'].num_classes)

@@ -1,0 +1,69 @@
+"""Pooling with PyTorch's semantics on NHWC arrays, for the families that reproduce torchvision."""
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+
+def _pool_output_size(size: int, window: int, stride: int, padding: int, ceil_mode: bool) -> int:
+  """torch.nn.MaxPool2d's output length (a ceil-mode window must start inside the input or left pad)."""
+  span = size + 2 * padding - window
+  if not ceil_mode:
+    return span // stride + 1
+  out = -(-span // stride) + 1
+  if (out - 1) * stride >= size + padding:
+    out -= 1
+  return out
+
+
+def max_pool(x, window: int, stride: int, padding: int = 0, ceil_mode: bool = False):
+  """torch.nn.MaxPool2d(window, stride, padding, ceil_mode=...): pads with -inf on the left by
+  `padding` and on the right by what torch's output size implies."""
+  pads = []
+  for size in x.shape[1:3]:
+    out = _pool_output_size(size, window, stride, padding, ceil_mode)
+    if out < 1:
+      raise ValueError(f'max pool {window}x{window}/{stride} (padding {padding}) needs at least '
+                       f'{window - 2 * padding} pixels, got a {x.shape[1]}x{x.shape[2]} input')
+    pads.append((padding, max(0, (out - 1) * stride + window - size - padding)))
+  return nn.max_pool(x, (window, window), strides=(stride, stride), padding=tuple(pads))
+
+
+def avg_pool(x, window: int, stride: int):
+  """torch.nn.AvgPool2d(window, stride), unpadded."""
+  if min(x.shape[1:3]) < window:
+    raise ValueError(f'average pool {window}x{window} got a {x.shape[1]}x{x.shape[2]} input')
+  return nn.avg_pool(x, (window, window), strides=(stride, stride))
+
+
+def _adaptive_mean(x, axis: int, out: int):
+  size = x.shape[axis]
+  if size == out:
+    return x
+  if size % out == 0:  # equal, disjoint windows
+    shape = x.shape[:axis] + (out, size // out) + x.shape[axis + 1:]
+    return x.reshape(shape).mean(axis=axis + 1)
+  # torch's windows [floor(i * size / out), ceil((i + 1) * size / out)) may overlap or repeat
+  weights = np.zeros((out, size), np.float32)
+  for i in range(out):
+    start, end = (i * size) // out, math.ceil((i + 1) * size / out)
+    weights[i, start:end] = 1 / (end - start)
+  y = jnp.tensordot(x, jnp.asarray(weights, x.dtype), axes=((axis,), (1,)))
+  return jnp.moveaxis(y, -1, axis)
+
+
+def adaptive_avg_pool(x, output_size: int):
+  """torch.nn.AdaptiveAvgPool2d(output_size) on NHWC: any input size, including one smaller than
+  the output (a 1x1 input is replicated)."""
+  if min(x.shape[1:3]) < 1:
+    raise ValueError(f'adaptive average pool got an empty {x.shape[1]}x{x.shape[2]} input')
+  return _adaptive_mean(_adaptive_mean(x, 1, output_size), 2, output_size)
+
+
+def global_avg_pool(x):
+  """AdaptiveAvgPool2d(1) followed by flatten: (N, H, W, C) -> (N, C)."""
+  if min(x.shape[1:3]) < 1:
+    raise ValueError(f'global average pool got an empty {x.shape[1]}x{x.shape[2]} input')
+  return x.mean(axis=(1, 2))

@@ -1,0 +1,125 @@
+"""Residual networks (He et al. 2015).
+
+- resnet18 ... resnet152: torchvision's ImageNet ResNets: 7x7/2 conv and 3x3/2 max pool stem,
+  stages of widths 64-128-256-512, basic blocks (18, 34) or bottlenecks with expansion 4 (50, 101,
+  152) whose stride sits on the 3x3 conv (v1.5), projection shortcuts (1x1 conv + BatchNorm) where
+  the shape changes, global average pool, Linear.
+- resnet20 ... resnet110: the CIFAR ResNets of the paper (section 4.2): a 3x3 conv to 16 channels,
+  three stages of n basic blocks (depth 6n + 2) of widths 16-32-64, and option A shortcuts, which
+  have no parameters: subsample by 2 and zero-pad the new channels (half on each side, as in
+  akamaster/pytorch_resnet_cifar10). resnet20 has 269,722 params, resnet110 1,727,962.
+"""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnn_zoo.models import layers, registry
+
+
+class BasicBlock(nn.Module):
+  """3x3 conv - BN - ReLU - 3x3 conv - BN, plus the shortcut, then ReLU."""
+  features: int
+  stride: int = 1
+  shortcut: str = 'projection'  # or 'zero_pad' (option A)
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(x)
+    y = nn.relu(norm()(y))
+    y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)))(y)
+    y = norm()(y)
+    return nn.relu(y + _shortcut(self, x, self.features, train))
+
+
+class Bottleneck(nn.Module):
+  """1x1 conv - BN - ReLU - 3x3 conv (strided) - BN - ReLU - 1x1 conv (4x wider) - BN, plus the
+  shortcut, then ReLU."""
+  features: int
+  stride: int = 1
+  shortcut: str = 'projection'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    y = nn.relu(norm()(conv(self.features, (1, 1))(x)))
+    y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(y)
+    y = nn.relu(norm()(y))
+    y = norm()(conv(self.features * 4, (1, 1))(y))
+    return nn.relu(y + _shortcut(self, x, self.features * 4, train))
+
+
+def _shortcut(block: nn.Module, x, features: int, train: bool):
+  """The identity, or where the shape changes a projection (option B) or subsample + zero-pad
+  (option A). Called inside the block's compact __call__, so the projection's layers are its own."""
+  if block.stride == 1 and x.shape[-1] == features:
+    return x
+  if block.shortcut == 'zero_pad':
+    x = x[:, ::block.stride, ::block.stride, :]
+    extra = features - x.shape[-1]
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+  x = nn.Conv(features, (1, 1), strides=block.stride, use_bias=False, dtype=block.dtype,
+              name='downsample_conv')(x)
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      dtype=block.dtype, name='downsample_bn')(x)
+
+
+class ResNet(nn.Module):
+  """A stem, stages of `stage_sizes` blocks of `widths` (stride 2 from the second stage on),
+  global average pool, Dense. `stem` is 'imagenet' (7x7/2 conv, 3x3/2 max pool) or 'cifar' (3x3
+  conv)."""
+  num_classes: int
+  dtype: Any = jnp.float32
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  block: Callable[..., nn.Module] = BasicBlock
+  widths: Sequence[int] = (64, 128, 256, 512)
+  stem: str = 'imagenet'
+  shortcut: str = 'projection'
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.astype(self.dtype)
+    if self.stem == 'imagenet':
+      x = nn.Conv(self.widths[0], (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
+                  dtype=self.dtype)(x)
+    elif self.stem == 'cifar':
+      x = nn.Conv(self.widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                  dtype=self.dtype)(x)
+    else:
+      raise ValueError(f"unknown stem {self.stem!r}; valid choices: 'imagenet', 'cifar'")
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     dtype=self.dtype)(x)
+    x = nn.relu(x)
+    if self.stem == 'imagenet':
+      x = layers.max_pool(x, 3, 2, 1)
+    for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths)):
+      for j in range(size):
+        stride = 2 if i > 0 and j == 0 else 1
+        x = self.block(width, stride=stride, shortcut=self.shortcut, dtype=self.dtype)(x, train)
+    x = layers.global_avg_pool(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+
+
+_IMAGENET = {18: ((2, 2, 2, 2), BasicBlock), 34: ((3, 4, 6, 3), BasicBlock),
+             50: ((3, 4, 6, 3), Bottleneck), 101: ((3, 4, 23, 3), Bottleneck),
+             152: ((3, 8, 36, 3), Bottleneck)}
+for _depth, (_sizes, _block) in _IMAGENET.items():
+  registry.register(f'resnet{_depth}', functools.partial(ResNet, stage_sizes=_sizes, block=_block),
+                    input_shape=(224, 224, 3), min_input_size=1, num_classes=1000,
+                    family='resnet', description=f'ResNet-{_depth}, torchvision (v1.5)')
+for _depth in (20, 32, 44, 56, 110):
+  _n = (_depth - 2) // 6
+  registry.register(f'resnet{_depth}',
+                    functools.partial(ResNet, stage_sizes=(_n, _n, _n), widths=(16, 32, 64),
+                                      stem='cifar', shortcut='zero_pad'),
+                    input_shape=(32, 32, 3), min_input_size=1, num_classes=10, family='resnet',
+                    description=f'ResNet-{_depth} for CIFAR (He et al. 2015, option A shortcuts)')

@@ -1,0 +1,262 @@
+"""train_and_evaluate: config in, a workdir of checkpoints, metrics and results.json out."""
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cnn_zoo import config as config_lib
+from cnn_zoo import models
+from cnn_zoo import parallel
+from cnn_zoo.data import pipeline, sources
+from cnn_zoo.models import summary as summary_lib
+from cnn_zoo.train import checkpoint, optim, step as step_lib, writers
+from cnn_zoo.train import state as state_lib
+
+
+class NonFiniteError(RuntimeError):
+  """The loss or the gradients became NaN or Inf."""
+
+
+def weights_sha256(state: state_lib.TrainState) -> str:
+  """SHA-256 of the parameters and BatchNorm statistics: equal digests mean bit-identical weights."""
+  tree = multihost_utils.process_allgather({'params': state.params,
+                                            'batch_stats': state.batch_stats}, tiled=True)
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    leaf = np.ascontiguousarray(leaf)
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(str(leaf.dtype).encode() + str(leaf.shape).encode())
+    digest.update(leaf.tobytes())
+  return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Shapes and budget worked out from the config and the data, before any compilation."""
+  input_shape: tuple[int, int, int]
+  num_classes: int
+  batch_size: int
+  eval_batch_size: int
+  steps_per_epoch: int
+  total_steps: int
+  eval_every_steps: int
+  checkpoint_every_steps: int
+
+
+def make_plan(config, dataset: sources.Dataset) -> Plan:
+  spec = models.spec(config.model)
+  size = config.image_size or spec.input_shape[0]
+  input_shape = (size, size, spec.input_shape[2])
+  models.check_input_shape(config.model, input_shape)
+  num_classes = config.num_classes or dataset.num_classes
+  top_label = int(max(dataset.train.labels.max(), dataset.test.labels.max()))
+  if top_label >= num_classes:
+    raise sources.DataError(f'{dataset.name}: label {top_label} is out of range for '
+                            f'num_classes={num_classes}')
+  eval_batch_size = config.eval_batch_size or config.batch_size
+  parallel.check_batch_size(config.batch_size, 'batch_size')
+  parallel.check_batch_size(eval_batch_size, 'eval_batch_size')
+  steps_per_epoch = len(dataset.train) // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'config.batch_size={config.batch_size} exceeds the {len(dataset.train)} '
+                     f'training examples of {dataset.name}')
+  total_steps = config.num_train_steps if config.num_train_steps > 0 else \
+      max(1, int(math.ceil(config.num_epochs * steps_per_epoch)))
+  eval_every = int(round(config.eval_every_epochs * steps_per_epoch)) or total_steps
+  return Plan(input_shape, num_classes, config.batch_size, eval_batch_size, steps_per_epoch,
+              total_steps, eval_every, config.checkpoint_every_steps or eval_every)
+
+
+def evaluate(eval_fn, state, split, prep, plan, mesh) -> dict:
+  """Loss, top-1 and top-5 over every example of `split`, each counted exactly once."""
+  totals = None
+  for batch in pipeline.eval_batches(split, prep, global_batch=plan.eval_batch_size,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count()):
+    sums = eval_fn(state, parallel.global_batch(batch, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals['count'])
+  return {'loss': float(totals['loss']) / count, 'accuracy': float(totals['top1']) / count,
+          'top5': float(totals['top5']) / count, 'count': int(count)}
+
+
+def _write_config(config, workdir):
+  path = os.path.join(workdir, 'config.json')
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.write(config.to_json(indent=2, sort_keys=True))
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains config.model on config.dataset into `workdir`, resuming from its latest checkpoint.
+
+  Returns the results written to WORKDIR/results.json.
+  """
+  config_lib.validate(config)
+  is_lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  spec = models.spec(config.model)
+  dataset = sources.load(config.dataset, config.data_dir or None,
+                         image_size=config.image_size or spec.input_shape[0])
+  plan = make_plan(config, dataset)
+  mean, std = dataset.channel_stats()
+  train_prep = pipeline.Preprocess(plan.input_shape, tuple(mean), tuple(std), config.resize_mode,
+                                   config.augment, config.crop_padding)
+  eval_prep = dataclasses.replace(train_prep, augment='none')
+
+  model = models.get(config.model, num_classes=plan.num_classes, dtype=config.dtype,
+                     **config.model_kwargs.to_dict())
+  model_summary = summary_lib.summarize(model, plan.input_shape)
+  lr_schedule = optim.schedule(config, plan.total_steps, plan.steps_per_epoch)
+  tx = optim.optimizer(config, lr_schedule)
+
+  mesh = parallel.mesh()
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  state = jax.jit(functools.partial(state_lib.create, model, tx, plan.input_shape, config.seed),
+                  out_shardings=replicated)()
+  ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
+  restored = ckpts.restore_latest(state)
+  if restored is not None:
+    state = restored
+  start_step = int(jax.device_get(state.step))
+  if is_lead:
+    _write_config(config, workdir)
+  writer = writers.MetricWriter(workdir, enabled=is_lead, resume_step=start_step)
+
+  # Compile once, ahead of time: a batch of any other shape would be an error, not a recompile.
+  train_fn = jax.jit(functools.partial(step_lib.train_step, label_smoothing=config.label_smoothing,
+                                       skip_nonfinite=config.nonfinite == 'skip'),
+                     in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
+                     donate_argnums=0)
+  eval_fn = jax.jit(step_lib.eval_step, in_shardings=(replicated, sharded),
+                    out_shardings=replicated)
+
+  def batch_spec(n, with_mask):
+    spec_ = {'image': jax.ShapeDtypeStruct((n, *plan.input_shape), jnp.float32, sharding=sharded),
+             'label': jax.ShapeDtypeStruct((n,), jnp.int32, sharding=sharded)}
+    if with_mask:
+      spec_['mask'] = jax.ShapeDtypeStruct((n,), jnp.float32, sharding=sharded)
+    return spec_
+
+  t0 = time.perf_counter()
+  train_fn = train_fn.lower(state, batch_spec(plan.batch_size, False)).compile()
+  eval_fn = eval_fn.lower(state, batch_spec(plan.eval_batch_size, True)).compile()
+  compile_time = time.perf_counter() - t0
+
+  logging.info('%s on %s: %s trainable parameters, %.4f GMACs/example; %d steps of %d '
+               '(%d per epoch) on %d %s device(s); compiled in %.1fs; starting at step %d',
+               config.model, dataset.name, f'{model_summary.params:,}', model_summary.macs / 1e9,
+               plan.total_steps, plan.batch_size, plan.steps_per_epoch, jax.device_count(),
+               jax.devices()[0].platform, compile_time, start_step)
+
+  batches = pipeline.train_batches(
+      dataset.train, train_prep, global_batch=plan.batch_size, seed=config.seed,
+      start_step=start_step, num_steps=plan.total_steps, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  pending = []  # device metrics not yet fetched: no host sync on most steps
+  train_time, window_start, window_steps, skipped = 0.0, time.perf_counter(), 0, 0
+
+  def flush(step):
+    """Fetches pending metrics, logs their mean, and stops on a non-finite loss."""
+    nonlocal pending, train_time, window_start, window_steps, skipped
+    if not pending:
+      return
+    fetched = jax.device_get(pending)
+    elapsed = time.perf_counter() - window_start
+    train_time += elapsed
+    first = step - len(fetched)
+    for i, m in enumerate(fetched):
+      if config.nonfinite == 'stop' and not (np.isfinite(m['loss']) and np.isfinite(m['grad_norm'])):
+        raise NonFiniteError(f'non-finite loss or gradient at step {first + i + 1} '
+                             f'(loss={float(m["loss"])}); the last good checkpoint is kept')
+    skipped += int(sum(m['nonfinite'] for m in fetched))
+    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != 'nonfinite'}
+    images_per_s = window_steps * plan.batch_size / max(elapsed, 1e-9)
+    record = {**means, 'epoch': step / plan.steps_per_epoch,
+              'learning_rate': float(lr_schedule(step - 1)), 'images_per_s': images_per_s,
+              'skipped_steps': skipped}
+    writer.write(step, 'train', record)
+    eta = (plan.total_steps - step) * plan.batch_size / max(images_per_s, 1e-9)
+    logging.info('step %d/%d  epoch %.2f  loss %.4f  acc %.4f  lr %.4g  %.0f img/s  %s left',
+                 step, plan.total_steps, record['epoch'], means['loss'], means['accuracy'],
+                 record['learning_rate'], images_per_s, _duration(eta))
+    pending, window_steps = [], 0
+    window_start = time.perf_counter()
+
+  def pause(fn, *args):
+    """Runs `fn` outside the timed training window."""
+    nonlocal window_start
+    t = time.perf_counter()
+    out = fn(*args)
+    window_start += time.perf_counter() - t
+    return out
+
+  for step in range(start_step + 1, plan.total_steps + 1):
+    state, metrics = train_fn(state, parallel.global_batch(next(batches), mesh))
+    pending.append(metrics)
+    window_steps += 1
+    last = step == plan.total_steps
+    if step % config.log_every_steps == 0 or step % plan.eval_every_steps == 0 or last or \
+        step % plan.checkpoint_every_steps == 0:
+      flush(step)
+    if step % plan.eval_every_steps == 0 and not last:
+      test = pause(evaluate, eval_fn, state, dataset.test, eval_prep, plan, mesh)
+      writer.write(step, 'test', {**test, 'epoch': step / plan.steps_per_epoch})
+      logging.info('step %d  test loss %.4f  top-1 %.4f  top-5 %.4f', step, test['loss'],
+                   test['accuracy'], test['top5'])
+    if step % plan.checkpoint_every_steps == 0 or last:
+      pause(ckpts.save, state)
+
+  test = evaluate(eval_fn, state, dataset.test, eval_prep, plan, mesh)
+  writer.write(plan.total_steps, 'test', {**test, 'epoch': plan.total_steps / plan.steps_per_epoch})
+  ckpts.wait()
+  ckpts.close()
+  writer.close()
+
+  steps_run = plan.total_steps - start_step
+  results = {
+      'model': config.model, 'dataset': dataset.name, 'num_classes': plan.num_classes,
+      'input_shape': list(plan.input_shape),
+      'params': model_summary.params, 'batch_stats': model_summary.batch_stats,
+      'fwd_macs_per_example': model_summary.macs, 'flops_per_example': 2 * model_summary.macs,
+      'test_accuracy': test['accuracy'], 'test_top5': test['top5'], 'test_loss': test['loss'],
+      'test_examples': test['count'],
+      'epochs': plan.total_steps / plan.steps_per_epoch, 'steps': plan.total_steps,
+      'batch_size': plan.batch_size, 'seed': config.seed, 'dtype': config.dtype,
+      'train_time_s': train_time, 'compile_time_s': compile_time,
+      'train_images_per_s': steps_run * plan.batch_size / train_time if train_time else None,
+      'resumed_from_step': start_step, 'skipped_steps': skipped,
+      'num_devices': jax.device_count(), 'num_processes': jax.process_count(),
+      'platform': jax.devices()[0].platform, 'device_kind': jax.devices()[0].device_kind,
+      'host': platform.node(), 'jax_version': jax.__version__,
+      'weights_sha256': weights_sha256(state),
+      'layers': [dataclasses.asdict(layer) for layer in model_summary.layers],
+  }
+  if is_lead:
+    path = os.path.join(workdir, 'results.json')
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      json.dump(results, f, indent=2)
+    os.replace(path + '.tmp', path)
+  logging.info('done: test top-1 %.4f  top-5 %.4f  loss %.4f  (%.1fs training, %.0f img/s)',
+               test['accuracy'], test['top5'], test['loss'], train_time,
+               results['train_images_per_s'] or 0)
+  return results
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'

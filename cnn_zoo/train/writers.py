@@ -1,0 +1,64 @@
+"""Run outputs: metrics.jsonl, TensorBoard event files and the console (process 0 only)."""
+
+import json
+import os
+
+import tensorflow as tf
+
+
+class MetricWriter:
+  """Writes each record to metrics.jsonl (one JSON object per line) and to TensorBoard."""
+
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
+    self.enabled = enabled
+    if enabled:
+      path = os.path.join(workdir, 'metrics.jsonl')
+      _keep_up_to(path, resume_step)
+      self._jsonl = open(path, 'a', encoding='utf-8')
+      self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, split: str, values: dict) -> None:
+    if not self.enabled:
+      return
+    record = {'step': int(step), 'split': split, **{k: _plain(v) for k, v in values.items()}}
+    # One write of a whole line, flushed at once, so a killed run leaves no torn record.
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+    with self._tb.as_default(step=int(step)):
+      for k, v in record.items():
+        if k not in ('step', 'split') and isinstance(v, (int, float)):
+          tf.summary.scalar(f'{split}/{k}', v)
+
+  def flush(self):
+    if self.enabled:
+      self._tb.flush()
+
+  def close(self):
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def _keep_up_to(path: str, step: int) -> None:
+  """Drops records past `step` (written after the checkpoint a run resumes from) and torn lines."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # the torn last line of a killed run
+      if line.endswith('\n') and record.get('step', 0) <= step:
+        kept.append(line)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.writelines(kept)
+  os.replace(path + '.tmp', path)
+
+
+def _plain(v):
+  try:
+    return v.item()
+  except AttributeError:
+    return v

@@ -1,0 +1,24 @@
+"""Trains one model from a config file.
+
+  python -m experiments.train --config=configs/default.py --workdir=/tmp/lenet5_digits
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from cnn_zoo import cli
+from cnn_zoo.train import loop
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  del argv
+  cli.run(loop.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)
