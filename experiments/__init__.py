@@ -1,0 +1,6 @@
+"""Thin absl launchers over cnn_zoo; each parses flags and calls one library function."""
+
+import os
+
+# TensorFlow only feeds the input pipeline: keep its start-up chatter off the console.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')

@@ -151,7 +151,8 @@ def _load_tfds(name: str, data_dir: str | None, image_size: int | None) -> Datas
           f'({type(e).__name__}); prepare it on a machine with network access '
           f'(`tfds build {name} --data_dir=DIR`) and pass --config.data_dir=DIR, '
           f'or train from local arrays with --config.dataset=npz:PATH') from None
-  splits = builder.info.splits
+  # Split metadata may be absent (tfds.testing.mock_data without metadata files): assume 'test'.
+  splits = list(builder.info.splits) or ['train', 'test']
   test_split = next((s for s in ('test', 'validation') if s in splits), None)
   if 'train' not in splits or test_split is None:
     raise DataError(f'TFDS dataset {name!r} needs a train split and a test or validation split; '

@@ -71,11 +71,11 @@ registry.register('alexnet', AlexNet, input_shape=(224, 224, 3), min_input_size=
                   num_classes=1000, family='alexnet',
                   description='AlexNet, torchvision (Krizhevsky 2012 / Krizhevsky 2014)')
 registry.register('zfnet', functools.partial(AlexNet, convs=ZFNET), input_shape=(224, 224, 3),
-                  min_input_size=35, num_classes=1000, family='alexnet',
+                  min_input_size=53, num_classes=1000, family='alexnet',
                   description='ZFNet (Zeiler & Fergus 2013), torchvision-style, no LRN')
 registry.register('alexnet_cifar', functools.partial(_cifar, convs=ALEXNET_CIFAR),
                   input_shape=(32, 32, 3), min_input_size=29, num_classes=10, family='alexnet',
                   description='AlexNet for 32x32, bearpaw/pytorch-classification')
 registry.register('zfnet_cifar', functools.partial(_cifar, convs=ZFNET_CIFAR),
-                  input_shape=(32, 32, 3), min_input_size=25, num_classes=10, family='alexnet',
+                  input_shape=(32, 32, 3), min_input_size=27, num_classes=10, family='alexnet',
                   description='ZFNet for 32x32 (our adaptation, bearpaw recipe)')

@@ -75,10 +75,10 @@ class DenseNet(nn.Module):
 
 for _depth, _sizes in {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}.items():
   registry.register(f'densenet{_depth}', functools.partial(DenseNet, block_sizes=_sizes),
-                    input_shape=(224, 224, 3), min_input_size=1, num_classes=1000,
+                    input_shape=(224, 224, 3), min_input_size=29, num_classes=1000,
                     family='densenet', description=f'DenseNet-{_depth} (BC, k=32), torchvision')
 registry.register('densenet_bc_100',
                   functools.partial(DenseNet, block_sizes=(16, 16, 16), growth_rate=12,
                                     init_features=24, stem='cifar'),
-                  input_shape=(32, 32, 3), min_input_size=1, num_classes=10, family='densenet',
+                  input_shape=(32, 32, 3), min_input_size=4, num_classes=10, family='densenet',
                   description='DenseNet-BC, L=100, k=12, for CIFAR (Huang et al. 2016)')

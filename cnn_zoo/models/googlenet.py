@@ -9,9 +9,10 @@
   intermediates 'aux_logits' = (aux1, aux2), for a loss that wants them.
 - googlenet_cifar: the 32x32 layout of kuangliu/pytorch-cifar (models/googlenet.py): a 3x3 conv to
   192 channels replaces the stem and its two max pools, so Inception 3 runs at 32x32, 4 at 16x16
-  and 5 at 8x8. The blocks and head stay torchvision's (single 3x3 in the '5x5' branch, bias-free
-  convs, dropout 0.2), so it has 6,166,250 - 6,166,250 + 6,065,834... see the registry entry:
-  5,929,082? -- no: its count is pinned in tests/test_models.py.
+  and 5 at 8x8 (torchvision's 2x2 ceil-mode pool before Inception 5 keeps 16 -> 8). The blocks and
+  head stay torchvision's (single 3x3 in the '5x5' branch, bias-free convs with BatchNorm eps 1e-3,
+  dropout 0.2), so it has 5,490,986 params for 10 classes (1.337 GMACs), not the 6,166,250 of
+  kuangliu's, whose '5x5' branch is two 3x3 convs and whose convs keep their bias.
 """
 
 import functools
@@ -123,9 +124,9 @@ class GoogLeNet(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype)(x)
 
 
-registry.register('googlenet', GoogLeNet, input_shape=(224, 224, 3), min_input_size=1,
+registry.register('googlenet', GoogLeNet, input_shape=(224, 224, 3), min_input_size=15,
                   num_classes=1000, family='googlenet',
                   description='GoogLeNet / Inception v1, torchvision (BatchNorm, no aux heads)')
 registry.register('googlenet_cifar', functools.partial(GoogLeNet, stem='cifar'),
-                  input_shape=(32, 32, 3), min_input_size=1, num_classes=10, family='googlenet',
+                  input_shape=(32, 32, 3), min_input_size=2, num_classes=10, family='googlenet',
                   description='GoogLeNet for 32x32, kuangliu/pytorch-cifar layout')

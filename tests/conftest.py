@@ -1,0 +1,34 @@
+"""Shared fixtures: a prepared `digits` TFDS directory and a seconds-long training config.
+
+The `slow` marker is registered in pytest.ini.
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # noqa: E402
+
+from configs import default as default_config  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def digits_dir(tmp_path_factory):
+  """A TFDS data_dir holding the embedded `digits`, prepared once per test session."""
+  import tensorflow_datasets as tfds
+  from cnn_zoo.data import digits  # noqa: F401
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  tfds.builder('digits', data_dir=data_dir).download_and_prepare()
+  return data_dir
+
+
+@pytest.fixture
+def smoke_config(digits_dir):
+  """LeNet-5 on digits for a handful of steps."""
+  config = default_config.get_config('smoke')
+  config.data_dir = digits_dir
+  config.num_train_steps = 6
+  config.log_every_steps = 3
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  return config
