@@ -1,0 +1,58 @@
+"""A trained run, reloaded from its workdir for inference: model, weights and preprocessing."""
+
+import dataclasses
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cnn_zoo import models
+from cnn_zoo.data import pipeline, sources
+from cnn_zoo.train import checkpoint, optim
+from cnn_zoo.train import state as state_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  config: ml_collections.ConfigDict
+  model: object  # the linen Module
+  variables: dict  # {'params': ...} and, with BatchNorm, {'batch_stats': ...}
+  preprocess: pipeline.Preprocess  # the run's eval preprocessing
+  dataset: sources.Dataset
+  step: int
+
+  def inputs(self, images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 images (N, h, w, c) preprocessed as the run's evaluation did."""
+    return pipeline.preprocess_batch(images_uint8, self.preprocess).numpy()
+
+  def probabilities(self, images_uint8: np.ndarray) -> np.ndarray:
+    logits = self.model.apply(self.variables, jnp.asarray(self.inputs(images_uint8)), train=False)
+    return np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+
+
+def load(workdir: str) -> TrainedRun:
+  """Reads WORKDIR/config.json and restores its latest readable checkpoint."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{workdir} holds no run: {path} not found')
+  with open(path, encoding='utf-8') as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  spec = models.spec(config.model)
+  size = config.image_size or spec.input_shape[0]
+  input_shape = (size, size, spec.input_shape[2])
+  dataset = sources.load(config.dataset, config.data_dir or None, image_size=size)
+  model = models.get(config.model, num_classes=config.num_classes or dataset.num_classes,
+                     dtype=config.dtype, **config.model_kwargs.to_dict())
+  # The optimizer only shapes the checkpoint's opt_state; its schedule values do not matter.
+  tx = optim.optimizer(config, optim.schedule(config, total_steps=1, steps_per_epoch=1))
+  template = jax.jit(functools.partial(state_lib.create, model, tx, input_shape, config.seed))()
+  state = checkpoint.Checkpoints(workdir).restore_latest(template)
+  if state is None:
+    raise FileNotFoundError(f'{workdir} holds no readable checkpoint')
+  mean, std = dataset.channel_stats()
+  prep = pipeline.Preprocess(input_shape, tuple(mean), tuple(std), config.resize_mode)
+  return TrainedRun(config, model, state.variables(), prep, dataset, int(state.step))
