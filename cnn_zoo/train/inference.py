@@ -49,7 +49,8 @@ def load(workdir: str) -> TrainedRun:
                      dtype=config.dtype, **config.model_kwargs.to_dict())
   # The optimizer only shapes the checkpoint's opt_state; its schedule values do not matter.
   tx = optim.optimizer(config, optim.schedule(config, total_steps=1, steps_per_epoch=1))
-  template = jax.jit(functools.partial(state_lib.create, model, tx, input_shape, config.seed))()
+  # Shapes only: nothing is initialised or compiled just to be overwritten by the checkpoint.
+  template = jax.eval_shape(functools.partial(state_lib.create, model, tx, input_shape, config.seed))
   state = checkpoint.Checkpoints(workdir).restore_latest(template)
   if state is None:
     raise FileNotFoundError(f'{workdir} holds no readable checkpoint')
