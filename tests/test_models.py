@@ -2,6 +2,7 @@
 and eval mode (BatchNorm statistics, dropout). ImageNet-size forward passes are marked slow."""
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnn_zoo import models
-from cnn_zoo.models import summary
+from cnn_zoo.models import layers, summary
 
 # Trainable parameters at the default number of classes: torchvision's counts for the ImageNet
 # models, the papers' or reference implementations' for the others (see each family's docstring).
@@ -78,11 +79,54 @@ def test_googlenet_aux_logits_count():
   assert s.params == 13_004_888  # torchvision's GoogLeNet(aux_logits=True)
 
 
+@pytest.mark.parametrize('name', models.names())
+def test_dtype_sets_compute_not_params(name):
+  model = models.get(name, dtype=jnp.bfloat16)
+  x = jnp.zeros((1, *models.input_shape(name)), jnp.float32)
+  logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+  assert logits.dtype == jnp.bfloat16
+
+
+def test_adaptive_avg_pool_matches_torch_windows():
+  x = np.random.default_rng(0).standard_normal((2, 14, 13, 3)).astype(np.float32)
+  for out in (1, 4, 6, 7, 14, 20):
+    # torch's window i along a side of n: [floor(i * n / out), ceil((i + 1) * n / out))
+    win = lambda i, n: slice(i * n // out, -(-(i + 1) * n // out))
+    want = np.array([[x[:, win(i, 14), win(j, 13)].mean(axis=(1, 2)) for j in range(out)]
+                     for i in range(out)]).transpose(2, 0, 1, 3)
+    np.testing.assert_allclose(layers.adaptive_avg_pool(x, out), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('size,window,stride,padding,ceil_mode,expected', [
+    (112, 3, 2, 0, True, 56), (56, 3, 2, 0, True, 28), (28, 3, 2, 0, True, 14),
+    (14, 2, 2, 0, True, 7), (13, 3, 2, 0, True, 6), (7, 3, 1, 1, True, 7),
+    (110, 3, 2, 1, False, 55), (26, 3, 2, 1, False, 13), (112, 3, 2, 1, False, 56),
+    (5, 2, 2, 0, False, 2), (2, 3, 2, 0, True, 1)])
+def test_max_pool_output_size_as_torch(size, window, stride, padding, ceil_mode, expected):
+  x = -np.arange(size * size, dtype=np.float32).reshape(1, size, size, 1) - 1  # all negative
+  y = layers.max_pool(jnp.asarray(x), window, stride, padding, ceil_mode)
+  assert y.shape == (1, expected, expected, 1)
+  assert (y < 0).all()  # padding is -inf, never 0
+  assert y[0, 0, 0, 0] == x[0, :window - padding, :window - padding, 0].max()
+
+
+def test_max_pool_refuses_a_too_small_input():
+  with pytest.raises(ValueError, match='max pool'):
+    layers.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 2)
+
+
+@functools.cache
+def _variable_shapes(name: str):
+  x = jnp.zeros((1, *models.input_shape(name)))
+  return jax.eval_shape(models.get(name).init, jax.random.key(0), x)
+
+
 def _runs(name: str, size: int) -> bool:
   """Whether `name`, with its variables for the canonical input, takes a size x size input without
   any layer producing an empty output (torch raises there; XLA would carry on with zeros)."""
-  model, (h, w, c) = models.get(name), models.input_shape(name)
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, h, w, c))))
+  model, c = models.get(name), models.input_shape(name)[2]
+  variables = _variable_shapes(name)
 
   def no_empty_outputs(next_fun, args, kwargs, context):
     y = next_fun(*args, **kwargs)
@@ -108,22 +152,42 @@ def test_min_input_size_is_the_smallest_that_runs(name):
   assert size == 1 or not _runs(name, size - 1)
 
 
+def _random_variables(model: nn.Module, x) -> dict:
+  """Variables of init's shapes, drawn with numpy: kernels ~ N(0, 1/fan_in), BatchNorm scale and
+  variance 1, biases and means 0. Compiling flax's initializers for every model would cost more
+  than the forward passes under test."""
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
+  rng = np.random.default_rng(0)
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name in ('scale', 'var'):
+      return np.ones(leaf.shape, leaf.dtype)
+    if name in ('bias', 'mean'):
+      return np.zeros(leaf.shape, leaf.dtype)
+    fan_in = math.prod(leaf.shape[:-1])
+    return (rng.standard_normal(leaf.shape) / math.sqrt(fan_in)).astype(leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 @functools.cache
 def _forward(name: str):
-  """Runs `name` at batch 2 on its canonical input: eval and train mode, each with two dropout keys."""
+  """Runs `name` at batch 2 on its canonical input, in eval and in train mode, each with two dropout
+  keys, in one compiled program. Returns the initial batch_stats and, per mode, two (logits,
+  updates); the parameters are dropped, so that the cache stays small."""
   model, shape = models.get(name), models.input_shape(name)
   x = jax.random.normal(jax.random.key(0), (2, *shape))
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      {'params': jax.random.key(1), 'dropout': jax.random.key(2)}, x)
+  variables = _random_variables(model, x)
 
-  @functools.partial(jax.jit, static_argnums=3)
-  def apply(variables, x, key, train):
-    return model.apply(variables, x, train=train, rngs={'dropout': key}, mutable=['batch_stats'])
+  @jax.jit
+  def run(variables, x, keys):
+    apply = lambda train, key: model.apply(variables, x, train=train, rngs={'dropout': key},
+                                           mutable=['batch_stats'])
+    return {'eval': [apply(False, k) for k in keys], 'train': [apply(True, k) for k in keys]}
 
-  keys = jax.random.key(3), jax.random.key(4)
-  return {'variables': variables,
-          'eval': [apply(variables, x, k, False) for k in keys],
-          'train': [apply(variables, x, k, True) for k in keys]}
+  outputs = run(variables, x, (jax.random.key(3), jax.random.key(4)))
+  return {'batch_stats': variables.get('batch_stats', {}), **outputs}
 
 
 @pytest.mark.parametrize('name', ALL_FORWARD)
@@ -138,7 +202,7 @@ def test_forward_shape_and_finite(name):
 @pytest.mark.parametrize('name', ALL_FORWARD)
 def test_batch_stats_change_in_train_mode_only(name):
   run = _forward(name)
-  stats = run['variables'].get('batch_stats', {})
+  stats = run['batch_stats']
   (_, eval_updates), (_, train_updates) = run['eval'][0], run['train'][0]
   same = lambda a, b: all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
   if not stats:  # no BatchNorm
@@ -162,13 +226,13 @@ def test_dropout_only_in_train_mode(name):
 
 
 def test_googlenet_aux_logits_in_train_mode():
-  model = models.get('googlenet_cifar', aux_logits=True)
-  x = jnp.ones((2, 32, 32, 3))
-  variables = model.init(jax.random.key(0), x)
+  model, x = models.get('googlenet_cifar', aux_logits=True), jnp.zeros((2, 32, 32, 3))
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert {'aux1', 'aux2'} <= set(variables['params'])
-  logits, state = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(1)},
-                              mutable=['batch_stats', 'intermediates'])
+  apply = lambda v, train: model.apply(v, x, train=train, rngs={'dropout': jax.random.key(1)},
+                                       mutable=['batch_stats', 'intermediates'])
+  logits, state = jax.eval_shape(functools.partial(apply, train=True), variables)
   (aux1, aux2), = state['intermediates']['aux_logits']
   assert logits.shape == aux1.shape == aux2.shape == (2, 10)
-  _, state = model.apply(variables, x, mutable=['intermediates'])
+  _, state = jax.eval_shape(functools.partial(apply, train=False), variables)
   assert 'aux_logits' not in state.get('intermediates', {})  # eval mode skips the heads

@@ -5,14 +5,15 @@
   pools, global average pool, dropout 0.2, Linear(1024, classes). 6,624,904 params, 1.498 GMACs.
   aux_logits=True adds torchvision's two auxiliary heads (after 4a and 4d: AdaptiveAvgPool 4x4,
   1x1 conv 128, Linear 1024, dropout 0.7, Linear classes; 13,004,888 params in all). The module
-  still returns the main logits only; in train mode it sows the auxiliary logits as
-  intermediates 'aux_logits' = (aux1, aux2), for a loss that wants them.
-- googlenet_cifar: the 32x32 layout of kuangliu/pytorch-cifar (models/googlenet.py): a 3x3 conv to
-  192 channels replaces the stem and its two max pools, so Inception 3 runs at 32x32, 4 at 16x16
-  and 5 at 8x8 (torchvision's 2x2 ceil-mode pool before Inception 5 keeps 16 -> 8). The blocks and
-  head stay torchvision's (single 3x3 in the '5x5' branch, bias-free convs with BatchNorm eps 1e-3,
-  dropout 0.2), so it has 5,490,986 params for 10 classes (1.337 GMACs), not the 6,166,250 of
-  kuangliu's, whose '5x5' branch is two 3x3 convs and whose convs keep their bias.
+  still returns the main logits only; the heads run at init and in train mode, where they are
+  sown: with mutable=['intermediates'], intermediates['aux_logits'] == ((aux1, aux2),).
+- googlenet_cifar: the 32x32 layout of kuangliu/pytorch-cifar (models/googlenet.py): one 3x3 conv
+  to 192 channels replaces the whole stem (7x7/2 conv, 1x1 and 3x3 convs, two max pools), so
+  Inception 3 runs at 32x32, 4 at 16x16 and 5 at 8x8 (torchvision's 2x2 ceil-mode pool before
+  Inception 5 takes 16 to 8). The blocks and head stay torchvision's (single 3x3 in the '5x5'
+  branch, bias-free convs with BatchNorm eps 1e-3, dropout 0.2), so it has 5,490,986 params for
+  10 classes (1.337 GMACs), not the 6,166,250 of kuangliu's, whose '5x5' branch is two 3x3 convs
+  and whose convs keep their bias.
 """
 
 import functools
@@ -83,7 +84,8 @@ class InceptionAux(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-  """GoogLeNet; `stem` is 'imagenet' (7x7/2 conv, pools, 1x1 and 3x3 convs) or 'cifar' (3x3 conv)."""
+  """GoogLeNet; `stem` is 'imagenet' (7x7/2 conv, pools, 1x1 and 3x3 convs) or 'cifar' (one
+  3x3 conv)."""
   num_classes: int
   dtype: Any = jnp.float32
   stem: str = 'imagenet'

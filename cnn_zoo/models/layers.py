@@ -8,7 +8,8 @@ import numpy as np
 
 
 def _pool_output_size(size: int, window: int, stride: int, padding: int, ceil_mode: bool) -> int:
-  """torch.nn.MaxPool2d's output length (a ceil-mode window must start inside the input or left pad)."""
+  """torch.nn.MaxPool2d's output length; a ceil-mode window must start inside the input or its
+  left padding."""
   span = size + 2 * padding - window
   if not ceil_mode:
     return span // stride + 1
