@@ -8,6 +8,7 @@ import ml_collections
 
 from cnn_zoo import models
 from cnn_zoo.data import pipeline, sources
+from cnn_zoo.models import conv
 from cnn_zoo.train import optim
 
 DTYPES = ('float32', 'bfloat16')
@@ -51,6 +52,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.seed = 0
   c.dtype = 'float32'  # activations; parameters, optimizer state and BN statistics stay float32
   c.nonfinite = 'stop'  # stop at a NaN/Inf loss or gradient, or skip such steps (counted)
+  c.conv_impl = 'auto'  # auto: im2col on CPU, XLA's native convolution elsewhere
   # Outputs.
   c.log_every_steps = 50
   c.eval_every_epochs = 1.0  # 0: evaluate only at the end
@@ -89,6 +91,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, 'resize_mode', pipeline.RESIZE_MODES)
   _choice(config, 'dtype', DTYPES)
   _choice(config, 'nonfinite', NONFINITE)
+  _choice(config, 'conv_impl', conv.CONV_IMPLS)
   for field in ('batch_size', 'learning_rate', 'log_every_steps', 'keep_checkpoints'):
     _at_least(config, field, 0, strict=True)
   for field in ('num_epochs', 'eval_batch_size', 'num_classes', 'image_size', 'momentum',

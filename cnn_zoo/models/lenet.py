@@ -6,10 +6,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import registry
+from cnn_zoo.models import layers, registry
 
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'sigmoid': nn.sigmoid}
-POOLS = {'max': nn.max_pool, 'avg': nn.avg_pool}
+POOLS = {'max': layers.max_pool, 'avg': layers.avg_pool}
 
 
 class LeNet5(nn.Module):
@@ -27,7 +27,7 @@ class LeNet5(nn.Module):
     x = x.astype(self.dtype)
     for features in (6, 16):
       x = nn.Conv(features, (5, 5), padding='VALID', dtype=self.dtype)(x)
-      x = pool(act(x), (2, 2), strides=(2, 2))
+      x = pool(act(x), 2, 2)
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = act(nn.Dense(width, dtype=self.dtype)(x))

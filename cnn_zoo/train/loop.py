@@ -139,10 +139,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # Compile once, ahead of time: a batch of any other shape would be an error, not a recompile.
   train_fn = jax.jit(functools.partial(step_lib.train_step, label_smoothing=config.label_smoothing,
-                                       skip_nonfinite=config.nonfinite == 'skip'),
+                                       skip_nonfinite=config.nonfinite == 'skip',
+                                       conv_impl=config.conv_impl),
                      in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
                      donate_argnums=0)
-  eval_fn = jax.jit(step_lib.eval_step, in_shardings=(replicated, sharded),
+  eval_fn = jax.jit(functools.partial(step_lib.eval_step, conv_impl=config.conv_impl),
+                    in_shardings=(replicated, sharded),
                     out_shardings=replicated)
 
   def batch_spec(n, with_mask):

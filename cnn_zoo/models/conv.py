@@ -1,0 +1,75 @@
+"""Convolution implementations the shared step can select, without touching any model.
+
+Models are written with `flax.linen.Conv`, which computes with `lax.conv_general_dilated`. On CPU,
+XLA lowers the gradients of that op badly: the weight gradient needs the activations transposed to
+a batch-minor layout, XLA fuses (and so recomputes) the whole elementwise chain that produced them
+into that strided transpose, and convolutions on tiny feature maps (VGG's 2x2) fall off its fast
+path. `im2col_conv` computes the same convolution as one matrix multiply over the stacked shifted
+windows, so that forward and both gradients are plain GEMMs. GPU and TPU keep XLA's native
+convolution (`conv_impl='auto'`).
+"""
+
+import contextlib
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+CONV_IMPLS = ('auto', 'xla', 'im2col')
+
+
+def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                precision=None, preferred_element_type=None):
+  """`lax.conv_general_dilated` (NHWC, HWIO, as flax calls it) as im2col + one matmul.
+
+  Grouped, dilated or string-padded convolutions fall back to XLA's own.
+  """
+  plain = (feature_group_count == 1 and batch_group_count == 1 and not isinstance(padding, str)
+           and all(d == 1 for d in (lhs_dilation or ())) and
+           all(d == 1 for d in (rhs_dilation or ())) and lhs.ndim == 4)
+  if not plain:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                    rhs_dilation, dimension_numbers, feature_group_count,
+                                    batch_group_count, precision, preferred_element_type)
+  kh, kw, cin, cout = rhs.shape
+  (sh, sw), ((pt, pb), (pl, pr)) = window_strides, padding
+  x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  n, h, w, _ = x.shape
+  oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+  windows = [x[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
+             for i in range(kh) for j in range(kw)]
+  # Columns ordered (kh, kw, cin), as the HWIO kernel flattens.
+  patches = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
+  y = jnp.dot(patches.reshape(n * oh * ow, kh * kw * cin), rhs.reshape(kh * kw * cin, cout),
+              precision=precision, preferred_element_type=preferred_element_type)
+  return y.reshape(n, oh, ow, cout)
+
+
+def _use(conv_fn):
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if (context.method_name == '__call__' and type(module) is nn.Conv  # pylint: disable=unidiomatic-typecheck
+        and module.conv_general_dilated is None and not module.is_initializing()):
+      # The same layer with the same parameters, computed by conv_fn.
+      swapped = module.clone(parent=None, conv_general_dilated=conv_fn)
+      return swapped.apply({'params': module.variables['params']}, *args, **kwargs)
+    return next_fun(*args, **kwargs)
+  return nn.intercept_methods(interceptor)
+
+
+def resolve(conv_impl: str, platform: str | None = None) -> str:
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f'conv_impl={conv_impl!r} is not valid; valid choices: {", ".join(CONV_IMPLS)}')
+  if conv_impl == 'auto':
+    platform = platform or jax.default_backend()
+    return 'im2col' if platform == 'cpu' else 'xla'
+  return conv_impl
+
+
+def implementation(conv_impl: str):
+  """A context in which every `nn.Conv` computes with the chosen implementation."""
+  if resolve(conv_impl) == 'im2col':
+    return _use(im2col_conv)
+  return contextlib.nullcontext()
