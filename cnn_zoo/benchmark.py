@@ -1,0 +1,154 @@
+"""Speed of the shared train and eval steps per model, and of the input pipeline and loop.
+
+Every number comes from timing the compiled step on random data of the model's input shape on
+whatever devices JAX sees; nothing is estimated except GFLOP/s, which counts training as three
+forward passes (forward, input gradient, weight gradient), as is usual.
+"""
+
+import functools
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cnn_zoo import config as config_lib
+from cnn_zoo import models, parallel
+from cnn_zoo.data import pipeline, sources
+from cnn_zoo.models import conv, summary as summary_lib
+from cnn_zoo.train import optim, step as step_lib
+from cnn_zoo.train import state as state_lib
+
+
+def default_batch_size(name: str) -> int:
+  """128 for the small-image models, 16 for the ImageNet-size ones."""
+  return 128 if models.input_shape(name)[0] <= 64 else 16
+
+
+def _timed(fn, steps: int, min_seconds: float) -> list[float]:
+  times = []
+  while len(times) < steps or sum(times) < min_seconds:
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+    if len(times) >= 10 * steps:
+      break
+  return times
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def matmul_peak_gflop_s(n: int = 2048, steps: int = 10) -> float:
+  """The machine's float32 matrix-multiply rate through XLA: a ceiling for the convolutions."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  matmul = jax.jit(lambda x: x @ x)
+  jax.block_until_ready(matmul(a))
+  return 2 * n ** 3 / statistics.median(_timed(lambda: matmul(a), steps, 1.0)) / 1e9
+
+
+def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'float32',
+                    conv_impl: str = 'auto', steps: int = 10, warmup: int = 3,
+                    min_seconds: float = 3.0) -> dict:
+  """Compile time, train and eval images/s (medians over >= `steps` timed steps) of one model."""
+  batch_size = batch_size or default_batch_size(name)
+  parallel.check_batch_size(batch_size)
+  shape = models.input_shape(name)
+  model = models.get(name, dtype=dtype)
+  counts = summary_lib.summarize(model, shape)
+  config = config_lib.defaults()  # SGD with momentum 0.9, as the PyTorch reference
+  config.weight_decay = 5e-4
+  tx = optim.optimizer(config, optax.constant_schedule(0.01))
+  mesh = parallel.mesh()
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  state = jax.jit(functools.partial(state_lib.create, model, tx, shape, 0),
+                  out_shardings=replicated)()
+  rng = np.random.default_rng(0)
+  spec = models.spec(name)
+  train_batch = jax.device_put({
+      'image': rng.standard_normal((batch_size, *shape), np.float32),
+      'label': rng.integers(0, spec.num_classes, batch_size).astype(np.int32)}, sharded)
+  eval_batch = {**train_batch, 'mask': jax.device_put(np.ones(batch_size, np.float32), sharded)}
+
+  start = time.perf_counter()
+  train_step = jax.jit(functools.partial(step_lib.train_step, conv_impl=conv_impl),
+                       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
+                       donate_argnums=0).lower(state, train_batch).compile()
+  compile_s = time.perf_counter() - start
+  eval_step = jax.jit(functools.partial(step_lib.eval_step, conv_impl=conv_impl),
+                      in_shardings=(replicated, sharded)).lower(state, eval_batch).compile()
+
+  holder = [state]
+
+  def one_train_step():
+    holder[0], metrics = train_step(holder[0], train_batch)
+    return metrics['loss']
+
+  for _ in range(warmup):
+    one_train_step()
+  train_times = _timed(one_train_step, steps, min_seconds)
+  for _ in range(warmup):
+    jax.block_until_ready(eval_step(holder[0], eval_batch))
+  eval_times = _timed(lambda: eval_step(holder[0], eval_batch), steps, min_seconds)
+
+  train_s, eval_s = statistics.median(train_times), statistics.median(eval_times)
+  return {
+      'params': counts.params, 'fwd_macs': counts.macs, 'batch_size': batch_size,
+      'dtype': dtype, 'conv_impl': conv.resolve(conv_impl),
+      'compile_s': compile_s, 'train_step_s': train_s, 'train_img_s': batch_size / train_s,
+      'train_steps_timed': len(train_times), 'infer_img_s': batch_size / eval_s,
+      'gflop_s': 3 * 2 * counts.macs * batch_size / train_s / 1e9,
+      'peak_rss_mb': peak_rss_mb(),
+  }
+
+
+def input_pipeline(dataset: str, model: str, batch_size: int | None = None, steps: int = 50,
+                   data_dir: str | None = None) -> dict:
+  """Images/s of the pipeline alone (with augmentation), of the whole training loop, and of the
+  bare step for the same model and batch, so that the loop's overhead shows."""
+  batch_size = batch_size or default_batch_size(model)
+  shape = models.input_shape(model)
+  data = sources.load(dataset, data_dir, image_size=shape[0])
+  mean, std = data.channel_stats()
+  prep = pipeline.Preprocess(shape, tuple(mean), tuple(std), augment='crop_flip')
+  batches = pipeline.train_batches(data.train, prep, global_batch=batch_size, seed=0,
+                                   start_step=0, num_steps=steps + 5)
+  for _ in range(5):
+    next(batches)
+  start = time.perf_counter()
+  for _ in range(steps):
+    next(batches)
+  pipeline_img_s = steps * batch_size / (time.perf_counter() - start)
+
+  from cnn_zoo.train import loop  # pylint: disable=g-import-not-at-top
+  config = config_lib.defaults()
+  config.model, config.dataset, config.data_dir = model, dataset, data_dir or ''
+  config.batch_size, config.num_train_steps = batch_size, steps
+  config.augment, config.log_every_steps, config.eval_every_epochs = 'crop_flip', steps, 0.0
+  config.eval_batch_size = batch_size
+  with tempfile.TemporaryDirectory() as workdir:
+    results = loop.train_and_evaluate(config, workdir)
+  step_img_s = benchmark_model(model, batch_size)['train_img_s']
+  return {'dataset': dataset, 'model': model, 'batch_size': batch_size,
+          'pipeline_img_s': pipeline_img_s, 'loop_img_s': results['train_images_per_s'],
+          'step_img_s': step_img_s,
+          'loop_overhead': 1 - results['train_images_per_s'] / step_img_s}
+
+
+def machine() -> dict:
+  cpu = platform.processor()
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  return {'platform': jax.default_backend(), 'devices': jax.device_count(),
+          'device_kind': jax.devices()[0].device_kind, 'cpu': cpu, 'cpus': os.cpu_count(),
+          'jax_version': jax.__version__, 'date': time.strftime('%Y-%m-%d')}

@@ -1,0 +1,58 @@
+"""Benchmarks the shared train and eval steps of models, or the input pipeline and loop.
+
+  python -m experiments.benchmark --models=lenet5,resnet20 --json=bench.json
+  python -m experiments.benchmark --models=resnet20 --dtype=bfloat16
+  python -m experiments.benchmark --input_pipeline --dataset=npz:../shared/data/cifar10.npz \
+      --models=resnet20
+"""
+
+import json
+
+from absl import app, flags
+
+from cnn_zoo import benchmark, cli
+
+_MODELS = flags.DEFINE_list('models', ['lenet5', 'resnet20'], 'Registered model names.')
+_BATCH = flags.DEFINE_integer('batch_size', None, 'Batch size (default: 128 for 32x32 models, '
+                              '16 for 224x224 ones).')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Activation dtype.')
+_CONV = flags.DEFINE_enum('conv_impl', 'auto', ['auto', 'xla', 'im2col'], 'Convolution '
+                          'implementation (auto: im2col on CPU).')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps at least (after warm-up).')
+_JSON = flags.DEFINE_string('json', None, 'Write the results to this JSON file.')
+_PEAK = flags.DEFINE_bool('peak', True, 'Also measure the float32 matmul rate.')
+_PIPELINE = flags.DEFINE_bool('input_pipeline', False, 'Measure the input pipeline and the '
+                              'training loop against the bare step instead.')
+_DATASET = flags.DEFINE_string('dataset', 'digits', 'Dataset for --input_pipeline.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir for --input_pipeline.')
+
+
+def _run():
+  results = {'_machine': benchmark.machine()}
+  if _PEAK.value:
+    results['_machine']['matmul_peak_gflop_s'] = benchmark.matmul_peak_gflop_s()
+  for name in _MODELS.value:
+    if _PIPELINE.value:
+      r = benchmark.input_pipeline(_DATASET.value, name, _BATCH.value, data_dir=_DATA_DIR.value)
+      print(f'{name} on {r["dataset"]}: pipeline {r["pipeline_img_s"]:.0f} img/s, loop '
+            f'{r["loop_img_s"]:.1f} img/s, bare step {r["step_img_s"]:.1f} img/s '
+            f'(loop overhead {100 * r["loop_overhead"]:.1f}%)', flush=True)
+    else:
+      r = benchmark.benchmark_model(name, _BATCH.value, _DTYPE.value, _CONV.value, _STEPS.value)
+      print(f'{name}: {r["params"]:,} params, batch {r["batch_size"]}, compile '
+            f'{r["compile_s"]:.1f}s, train {r["train_img_s"]:.1f} img/s, infer '
+            f'{r["infer_img_s"]:.1f} img/s, {r["gflop_s"]:.1f} GFLOP/s, peak RSS '
+            f'{r["peak_rss_mb"]:.0f} MB', flush=True)
+    results[name] = r
+  if _JSON.value:
+    with open(_JSON.value, 'w', encoding='utf-8') as f:
+      json.dump(results, f, indent=2)
+
+
+def main(argv):
+  del argv
+  cli.run(_run)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=cli.parse_flags)
