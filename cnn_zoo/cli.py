@@ -5,11 +5,13 @@ import sys
 from absl import flags, logging
 
 from cnn_zoo.data import sources
+from cnn_zoo.train import loop
 
 flags.DEFINE_bool('debug', False, 'Show the full traceback of an error.')
 
-# User errors: a wrong config value, bad data, an input too small for a model.
-USER_ERRORS = (ValueError, sources.DataError, FileNotFoundError)
+# User errors: a wrong config value, bad data, an input too small for a model, a busy workdir;
+# and a run stopped by a NaN, which the message explains.
+USER_ERRORS = (ValueError, sources.DataError, FileNotFoundError, loop.NonFiniteError)
 
 
 def _one_line(e: BaseException) -> str:
@@ -40,7 +42,7 @@ def run(fn, *args, **kwargs):
   try:
     return fn(*args, **kwargs)
   except USER_ERRORS as e:
-    if flags.FLAGS.debug:
+    if flags.FLAGS.is_parsed() and flags.FLAGS.debug:
       raise
     print(f'error: {_one_line(e)}', file=sys.stderr)
     logging.flush()

@@ -12,12 +12,13 @@ from cnn_zoo.train import loop
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and results.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a run of a different config in workdir.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   del argv
-  cli.run(loop.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+  cli.run(loop.train_and_evaluate, _CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
 
 
 if __name__ == '__main__':

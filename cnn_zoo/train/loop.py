@@ -21,7 +21,7 @@ from cnn_zoo import models
 from cnn_zoo import parallel
 from cnn_zoo.data import pipeline, sources
 from cnn_zoo.models import summary as summary_lib
-from cnn_zoo.train import checkpoint, optim, step as step_lib, writers
+from cnn_zoo.train import checkpoint, optim, step as step_lib, workdir as workdir_lib, writers
 from cnn_zoo.train import state as state_lib
 
 
@@ -101,18 +101,33 @@ def _write_config(config, workdir):
   os.replace(tmp, path)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       overwrite: bool = False) -> dict:
   """Trains config.model on config.dataset into `workdir`, resuming from its latest checkpoint.
 
-  Returns the results written to WORKDIR/results.json.
+  Everything the user chose is checked (config, data, sizes, workdir) before anything is compiled
+  or written. A workdir holding another config's run is refused unless `overwrite`. Returns the
+  results written to WORKDIR/results.json.
   """
   config_lib.validate(config)
   is_lead = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
   spec = models.spec(config.model)
   dataset = sources.load(config.dataset, config.data_dir or None,
                          image_size=config.image_size or spec.input_shape[0])
   plan = make_plan(config, dataset)
+  os.makedirs(workdir, exist_ok=True)
+  lock = workdir_lib.Lock(workdir) if is_lead else None
+  try:
+    if is_lead:
+      workdir_lib.check_same_run(workdir, config.to_json(sort_keys=True), overwrite)
+    return _train(config, workdir, dataset, plan, is_lead)
+  finally:
+    if lock:
+      lock.release()
+
+
+def _train(config, workdir, dataset, plan, is_lead) -> dict:
+  """The body of train_and_evaluate, once the inputs are known to be good."""
   mean, std = dataset.channel_stats()
   train_prep = pipeline.Preprocess(plan.input_shape, tuple(mean), tuple(std), config.resize_mode,
                                    config.augment, config.crop_padding)

@@ -1,0 +1,70 @@
+"""A run's workdir: one live writer at a time, and one config per workdir."""
+
+import fcntl
+import json
+import os
+import shutil
+
+# Fields that change how a run is watched, not what it computes: a resume may change them.
+OPERATIONAL_FIELDS = ('data_dir', 'log_every_steps', 'keep_checkpoints', 'eval_batch_size')
+# What a run writes; --overwrite removes exactly these.
+RUN_FILES = ('checkpoints', 'tensorboard', 'metrics.jsonl', 'results.json', 'config.json')
+
+
+class WorkdirError(ValueError):
+  """The workdir is busy or holds a different run."""
+
+
+class Lock:
+  """An exclusive lock on WORKDIR/.lock, released by the OS when the process dies (even by kill -9)."""
+
+  def __init__(self, workdir: str):
+    self._file = open(os.path.join(workdir, '.lock'), 'a+', encoding='utf-8')
+    try:
+      fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      self._file.seek(0)
+      owner = self._file.read().strip() or 'another process'
+      self._file.close()
+      raise WorkdirError(f'workdir {workdir} is being written by a live run ({owner}); '
+                         f'wait for it or choose another --workdir') from None
+    self._file.seek(0)
+    self._file.truncate()
+    self._file.write(f'pid {os.getpid()} on {os.uname().nodename}')
+    self._file.flush()
+
+  def release(self):
+    fcntl.flock(self._file, fcntl.LOCK_UN)
+    self._file.close()
+
+
+def differing_fields(saved: dict, config: dict) -> list[str]:
+  keys = (set(saved) | set(config)) - set(OPERATIONAL_FIELDS)
+  return sorted(k for k in keys if saved.get(k) != config.get(k))
+
+
+def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
+  """Refuses a workdir holding a run of another config, unless `overwrite` (which clears it)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path, encoding='utf-8') as f:
+      saved = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    saved = {}  # a config.json that never finished writing: the run is not identifiable
+  fields = differing_fields(saved, json.loads(config_json))
+  if not fields:
+    return
+  if not overwrite:
+    shown = ', '.join(f'{k}={saved.get(k)!r} -> {json.loads(config_json).get(k)!r}'
+                      for k in fields[:3])
+    raise WorkdirError(f'workdir {workdir} holds a run of a different config ({shown}'
+                       f'{", ..." if len(fields) > 3 else ""}); choose another --workdir or pass '
+                       f'--overwrite to replace it')
+  for name in RUN_FILES:
+    target = os.path.join(workdir, name)
+    if os.path.isdir(target):
+      shutil.rmtree(target)
+    elif os.path.exists(target):
+      os.remove(target)
