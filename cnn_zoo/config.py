@@ -53,6 +53,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.dtype = 'float32'  # activations; parameters, optimizer state and BN statistics stay float32
   c.nonfinite = 'stop'  # stop at a NaN/Inf loss or gradient, or skip such steps (counted)
   c.conv_impl = 'auto'  # auto: im2col on CPU, XLA's native convolution elsewhere
+  c.shard_params = False  # FSDP-style: split large parameters and optimizer state over devices
   # Outputs.
   c.log_every_steps = 50
   c.eval_every_epochs = 1.0  # 0: evaluate only at the end

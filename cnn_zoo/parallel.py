@@ -1,10 +1,41 @@
-"""Devices: the data-parallel mesh, its shardings, and multi-host start-up (JAX's own)."""
+"""Devices: the data-parallel mesh, its shardings, and multi-host start-up (JAX's own).
 
+One mesh axis, `data`, spans every device of every process. Batches are split over it; the train
+state is replicated, or with `shard_params` (FSDP-style) each large parameter and its optimizer
+state are split over it along one dimension, and XLA gathers them where the step needs them.
+"""
+
+import os
+
+from absl import logging
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
+# Parameters smaller than this stay replicated under shard_params: splitting them saves nothing.
+MIN_SHARDED_SIZE = 2 ** 14
+
+
+def initialize(coordinator_address: str = '', num_processes: int = 0, process_id: int = -1):
+  """Joins a multi-process run through jax.distributed.
+
+  With a coordinator address, the given process count and id are used (CPU hosts use gloo
+  collectives). Without one, JAX's own detection is tried where it exists (TPU VMs, SLURM,
+  Open MPI); a lone process on a plain machine stays single-process.
+  """
+  if coordinator_address:
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise ValueError(f'process_id={process_id} and num_processes={num_processes} must satisfy '
+                       f'0 <= process_id < num_processes')
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  elif any(v in os.environ for v in ('SLURM_JOB_ID', 'TPU_WORKER_HOSTNAMES', 'OMPI_COMM_WORLD_SIZE')):
+    jax.distributed.initialize()
+  else:
+    return
+  logging.info('process %d of %d, %d local and %d global devices', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def mesh() -> Mesh:
@@ -19,6 +50,26 @@ def replicated(m: Mesh) -> NamedSharding:
 def batch_sharded(m: Mesh) -> NamedSharding:
   """The leading (batch) axis split over the `data` axis."""
   return NamedSharding(m, P(DATA_AXIS))
+
+
+def _leaf_sharding(leaf, m: Mesh) -> NamedSharding:
+  n = m.shape[DATA_AXIS]
+  if n == 1 or leaf.ndim == 0 or leaf.size < MIN_SHARDED_SIZE:
+    return replicated(m)
+  # Split the largest dimension the devices divide.
+  for dim in sorted(range(leaf.ndim), key=lambda d: -leaf.shape[d]):
+    if leaf.shape[dim] % n == 0:
+      spec = [None] * leaf.ndim
+      spec[dim] = DATA_AXIS
+      return NamedSharding(m, P(*spec))
+  return replicated(m)
+
+
+def state_shardings(abstract_state, m: Mesh, shard_params: bool):
+  """Shardings of the train state: replicated, or FSDP-style with `shard_params`."""
+  if not shard_params:
+    return jax.tree.map(lambda _: replicated(m), abstract_state)
+  return jax.tree.map(lambda leaf: _leaf_sharding(leaf, m), abstract_state)
 
 
 def check_batch_size(batch_size: int, name: str = 'batch_size') -> None:

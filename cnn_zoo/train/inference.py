@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cnn_zoo import models
+from cnn_zoo import models, parallel
 from cnn_zoo.data import pipeline, sources
 from cnn_zoo.train import checkpoint, optim
 from cnn_zoo.train import state as state_lib
@@ -50,7 +50,11 @@ def load(workdir: str) -> TrainedRun:
   # The optimizer only shapes the checkpoint's opt_state; its schedule values do not matter.
   tx = optim.optimizer(config, optim.schedule(config, total_steps=1, steps_per_epoch=1))
   # Shapes only: nothing is initialised or compiled just to be overwritten by the checkpoint.
-  template = jax.eval_shape(functools.partial(state_lib.create, model, tx, input_shape, config.seed))
+  abstract = jax.eval_shape(functools.partial(state_lib.create, model, tx, input_shape, config.seed))
+  # Restored onto this process's devices, whatever mesh saved the checkpoint.
+  on_here = parallel.replicated(parallel.mesh())
+  template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_here),
+                          abstract)
   state = checkpoint.Checkpoints(workdir).restore_latest(template)
   if state is None:
     raise FileNotFoundError(f'{workdir} holds no readable checkpoint')

@@ -141,10 +141,11 @@ def _train(config, workdir, dataset, plan, is_lead) -> dict:
 
   mesh = parallel.mesh()
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  state = jax.jit(functools.partial(state_lib.create, model, tx, plan.input_shape, config.seed),
-                  out_shardings=replicated)()
+  create = functools.partial(state_lib.create, model, tx, plan.input_shape, config.seed)
+  state_sharding = parallel.state_shardings(jax.eval_shape(create), mesh, config.shard_params)
+  state = jax.jit(create, out_shardings=state_sharding)()
   ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
-  restored = ckpts.restore_latest(state)
+  restored = ckpts.restore_latest(state)  # onto this run's mesh, whatever mesh saved it
   if restored is not None:
     state = restored
   start_step = int(jax.device_get(state.step))
@@ -156,10 +157,10 @@ def _train(config, workdir, dataset, plan, is_lead) -> dict:
   train_fn = jax.jit(functools.partial(step_lib.train_step, label_smoothing=config.label_smoothing,
                                        skip_nonfinite=config.nonfinite == 'skip',
                                        conv_impl=config.conv_impl),
-                     in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
-                     donate_argnums=0)
+                     in_shardings=(state_sharding, sharded),
+                     out_shardings=(state_sharding, replicated), donate_argnums=0)
   eval_fn = jax.jit(functools.partial(step_lib.eval_step, conv_impl=config.conv_impl),
-                    in_shardings=(replicated, sharded),
+                    in_shardings=(state_sharding, sharded),
                     out_shardings=replicated)
 
   def batch_spec(n, with_mask):
