@@ -135,6 +135,19 @@ def _to_arrays(ds: tf.data.Dataset, image_size: int | None, where: str) -> Split
   return Split(np.concatenate(images), np.concatenate(labels).astype(np.int32))
 
 
+def _prepare_once(builder) -> None:
+  """download_and_prepare under a file lock: parallel sweep workers prepare a dataset once."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  os.makedirs(builder.data_dir_root, exist_ok=True)
+  with open(os.path.join(builder.data_dir_root, f'.{builder.name}.lock'), 'a') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      if not builder.is_prepared():
+        builder.download_and_prepare()
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _load_tfds(name: str, data_dir: str | None, image_size: int | None) -> Dataset:
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -143,7 +156,7 @@ def _load_tfds(name: str, data_dir: str | None, image_size: int | None) -> Datas
                     f'{valid_names()}') from None
   if not builder.is_prepared():
     try:
-      builder.download_and_prepare()
+      _prepare_once(builder)
     except Exception as e:
       where = data_dir or os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')
       raise DataError(

@@ -38,9 +38,11 @@ class Lock:
     self._file.close()
 
 
-def differing_fields(saved: dict, config: dict) -> list[str]:
+def differing_fields(saved: dict, config: dict, defaults: dict | None = None) -> list[str]:
+  """Fields whose values differ; a field the saved run predates counts at its default."""
+  defaults = defaults or {}
   keys = (set(saved) | set(config)) - set(OPERATIONAL_FIELDS)
-  return sorted(k for k in keys if saved.get(k) != config.get(k))
+  return sorted(k for k in keys if saved.get(k, defaults.get(k)) != config.get(k))
 
 
 def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
@@ -53,7 +55,9 @@ def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
       saved = json.load(f)
   except (OSError, json.JSONDecodeError):
     saved = {}  # a config.json that never finished writing: the run is not identifiable
-  fields = differing_fields(saved, json.loads(config_json))
+  from cnn_zoo import config as config_lib  # pylint: disable=g-import-not-at-top
+  defaults = json.loads(config_lib.defaults().to_json())
+  fields = differing_fields(saved, json.loads(config_json), defaults)
   if not fields:
     return
   if not overwrite:

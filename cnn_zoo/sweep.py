@@ -1,0 +1,286 @@
+"""Sweeps: a base config and axes of `config.*` overrides, expanded into points, one process each.
+
+A sweep file (configs/sweeps/NAME.py) returns from `get_config(arg)` a ConfigDict with
+  base       the training config file, relative to the repository root, optionally with ':arg';
+  overrides  config overrides given to every point (the budget, the data set ...); nested
+             ConfigDicts stand for dotted fields;
+  axes       a list of {'product': {field: [values]}} and {'zip': {field: [values], field2: [...]}}.
+The points are the cartesian product of the axes; a zip axis contributes its fields' values
+together, position by position (e.g. a learning rate per model). A point is named after its axis
+overrides (`model=resnet20,seed=0`) and trains into WORKDIR/NAME through `experiments.train`.
+"""
+
+import concurrent.futures
+import dataclasses
+import datetime
+import itertools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from cnn_zoo import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC_FIELDS = ('base', 'overrides', 'axes')
+AXIS_KINDS = ('product', 'zip')
+LOG_NAME = 'log.txt'
+SUCCEEDED, SKIPPED, FAILED = 'succeeded', 'skipped', 'failed'
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One training run of a sweep."""
+  name: str
+  base: str  # config file relative to the repository root, with an optional ':arg'
+  overrides: dict[str, Any]  # this point's axis values, in axis order: they name it
+  fixed: dict[str, Any]  # the sweep's overrides, the same for every point
+
+  def all_overrides(self) -> dict[str, Any]:
+    return {**self.fixed, **self.overrides}
+
+  def command(self, workdir: str, python: str = 'python') -> list[str]:
+    """The `experiments.train` command line, to be run from the repository root."""
+    return [python, '-m', 'experiments.train', f'--config={self.base}',
+            *(f'--config.{k}={format_value(v)}' for k, v in self.all_overrides().items()),
+            f'--workdir={os.path.join(root_relative(workdir), self.name)}']
+
+
+def root_relative(path: str) -> str:
+  """`path` as seen from the repository root, where points run: relative inside it, or absolute."""
+  path = os.path.abspath(path)
+  rel = os.path.relpath(path, ROOT)
+  return path if rel == '..' or rel.startswith('..' + os.sep) else rel
+
+
+def format_value(value) -> str:
+  """A value as a `--config.FIELD=` override spells it."""
+  if isinstance(value, bool):
+    return 'true' if value else 'false'
+  if isinstance(value, (tuple, list)):
+    return '(' + ','.join(format_value(v) for v in value) + (',)' if len(value) == 1 else ')')
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+def name_value(value) -> str:
+  """A short, file-name-safe spelling of a value: `npz:../shared/data/cifar10.npz` -> `cifar10`."""
+  if isinstance(value, (tuple, list)):
+    return '-'.join(name_value(v) for v in value)
+  text = format_value(value)
+  if isinstance(value, str) and ('/' in text or ':' in text):
+    text = text.split(':', 1)[-1].rstrip('/')
+    text = os.path.splitext(os.path.basename(text))[0] or text
+  return re.sub(r'[^A-Za-z0-9._+-]', '_', text)
+
+
+def _plain(tree):
+  """ConfigDicts (and their FieldReferences) to plain dicts and values."""
+  if hasattr(tree, 'to_dict'):
+    tree = tree.to_dict()
+  if isinstance(tree, dict):
+    return {k: _plain(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return type(tree)(_plain(v) for v in tree)
+  return tree
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def _check_field(field: str, where: str) -> None:
+  valid = config_lib.defaults().keys()
+  if not isinstance(field, str) or field.split('.')[0] not in valid:
+    raise ValueError(f'sweep {where}: {field!r} is not a config field; valid fields: '
+                     f'{", ".join(sorted(valid))}')
+
+
+def _axis_points(i: int, axis) -> list[dict[str, Any]]:
+  """The override dicts one axis contributes."""
+  if not isinstance(axis, dict) or len(axis) != 1 or next(iter(axis)) not in AXIS_KINDS:
+    raise ValueError(f'sweep axes[{i}] must be {{"product": {{field: [values]}}}} or '
+                     f'{{"zip": {{field: [values], ...}}}}, got {axis!r}')
+  kind, fields = next(iter(axis.items()))
+  if not isinstance(fields, dict) or not fields:
+    raise ValueError(f'sweep axes[{i}].{kind} must map config fields to lists of values, '
+                     f'got {fields!r}')
+  for field, values in fields.items():
+    _check_field(field, f'axes[{i}].{kind}')
+    if not isinstance(values, (list, tuple)) or not values:
+      raise ValueError(f'sweep axes[{i}].{kind}.{field} must be a non-empty list of values, '
+                       f'got {values!r}')
+  if kind == 'zip':
+    lengths = {field: len(values) for field, values in fields.items()}
+    if len(set(lengths.values())) > 1:
+      raise ValueError(f'sweep axes[{i}].zip lists differ in length: '
+                       + ', '.join(f'{f} has {n}' for f, n in lengths.items()))
+    return [dict(zip(fields, values)) for values in zip(*fields.values())]
+  return [dict(zip(fields, values)) for values in itertools.product(*fields.values())]
+
+
+def expand(spec) -> list[Point]:
+  """The points of a sweep spec (a ConfigDict or dict), in order; refuses a malformed spec."""
+  spec = _plain(spec)
+  unknown = sorted(set(spec) - set(SPEC_FIELDS))
+  if unknown:
+    raise ValueError(f'unknown sweep field(s) {", ".join(unknown)}; valid fields: '
+                     f'{", ".join(SPEC_FIELDS)}')
+  base = spec.get('base')
+  if not isinstance(base, str) or not base:
+    raise ValueError(f'sweep base={base!r} must name a config file, e.g. configs/default.py')
+  if not os.path.isfile(os.path.join(ROOT, base.split(':', 1)[0])):
+    raise ValueError(f'sweep base={base!r}: no such config file under {ROOT}')
+  fixed = _flatten(spec.get('overrides') or {})
+  for field in fixed:
+    _check_field(field, 'overrides')
+  axes = spec.get('axes') or []
+  if not isinstance(axes, (list, tuple)):
+    raise ValueError(f'sweep axes must be a list of product and zip axes, got {axes!r}')
+  per_axis = [_axis_points(i, axis) for i, axis in enumerate(axes)]
+  seen = set(fixed)
+  for i, choices in enumerate(per_axis):
+    twice = sorted(seen & set(choices[0]))
+    if twice:
+      raise ValueError(f'sweep axes[{i}] sets {", ".join(twice)}, already set by '
+                       f'overrides or an earlier axis')
+    seen |= set(choices[0])
+  points = []
+  for combo in itertools.product(*per_axis):
+    overrides = {k: v for part in combo for k, v in part.items()}
+    name = ','.join(f'{k}={name_value(v)}' for k, v in overrides.items()) or 'run'
+    points.append(Point(name, base, overrides, fixed))
+  names = [p.name for p in points]
+  clashes = sorted({n for n in names if names.count(n) > 1})
+  if clashes:
+    raise ValueError(f'sweep points share a name: {", ".join(clashes)}; their values differ only '
+                     f'in characters a directory name drops')
+  return points
+
+
+def describe(points: list[Point], workdir: str) -> str:
+  """The dry-run listing: every point with the full command that trains it."""
+  lines = [f'{len(points)} point(s), each run from {ROOT} as:']
+  for i, point in enumerate(points, 1):
+    lines.append(f'[{i}/{len(points)}] {point.name}')
+    lines.append('  ' + shlex.join(point.command(workdir)))
+  return '\n'.join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  point: Point
+  status: str  # SUCCEEDED, SKIPPED or FAILED
+  seconds: float = 0.0
+  message: str = ''  # why it failed, or the test accuracy it reached
+
+
+def _recorded_mismatch(point: Point, run_dir: str) -> str:
+  """Why the run already in `run_dir` is not this point ('' when its config.json agrees)."""
+  path = os.path.join(run_dir, 'config.json')
+  if not os.path.exists(path):
+    return ''
+  with open(path, encoding='utf-8') as f:
+    recorded = _flatten(json.load(f))
+  for field, wanted in point.all_overrides().items():
+    has = recorded.get(field, '<absent>')
+    if json.loads(json.dumps(has)) != json.loads(json.dumps(wanted)):
+      return (f'{run_dir} holds a run with config.{field}={has!r}, not {wanted!r}; '
+              f'remove it or give another --workdir')
+  return ''
+
+
+def _last_error(log_path: str, returncode: int) -> str:
+  """The last attempt's `error:` line (the launchers' one-line errors), else its last line."""
+  try:
+    with open(log_path, 'rb') as f:
+      f.seek(max(0, os.path.getsize(log_path) - 65536))
+      lines = [line.strip() for line in f.read().decode('utf-8', 'replace').splitlines()]
+  except OSError:
+    lines = []
+  headers = [i for i, line in enumerate(lines) if line.startswith('# ')]
+  lines = [line for line in lines[headers[-1] + 1 if headers else 0:] if line]
+  errors = [line for line in lines if line.startswith('error:')]
+  last = errors[-1] if errors else (lines[-1] if lines else '')
+  return f'exit status {returncode}' + (f': {last}' if last else '')
+
+
+def launch_subprocess(point: Point, workdir: str, log) -> int:
+  """Runs the point's training command from the repository root, output into `log`."""
+  return subprocess.run(point.command(workdir, python=sys.executable), cwd=ROOT, stdout=log,
+                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False).returncode
+
+
+def run_point(point: Point, workdir: str,
+              launch: Callable[[Point, str, Any], int] = launch_subprocess) -> Outcome:
+  """Trains one point unless it has finished; an interrupted one resumes from its checkpoint."""
+  run_dir = os.path.join(workdir, point.name)
+  mismatch = _recorded_mismatch(point, run_dir)
+  if mismatch:
+    return Outcome(point, FAILED, 0.0, mismatch)
+  results_path = os.path.join(run_dir, 'results.json')
+  if os.path.exists(results_path):
+    return Outcome(point, SKIPPED, 0.0, 'already finished')
+  os.makedirs(run_dir, exist_ok=True)
+  log_path = os.path.join(run_dir, LOG_NAME)
+  start = time.perf_counter()
+  with open(log_path, 'a', encoding='utf-8') as log:
+    log.write(f'# {datetime.datetime.now().isoformat(timespec="seconds")} '
+              f'{shlex.join(point.command(workdir))}\n')
+    log.flush()
+    returncode = launch(point, workdir, log)
+  seconds = time.perf_counter() - start
+  if returncode != 0 or not os.path.exists(results_path):
+    return Outcome(point, FAILED, seconds, _last_error(log_path, returncode))
+  with open(results_path, encoding='utf-8') as f:
+    results = json.load(f)
+  return Outcome(point, SUCCEEDED, seconds, f'test top-1 {100 * results["test_accuracy"]:.2f}%')
+
+
+def run(points: list[Point], workdir: str, *, workers: int = 1,
+        launch: Callable[[Point, str, Any], int] = launch_subprocess,
+        echo: Callable[[str], None] = print) -> list[Outcome]:
+  """Runs every point, up to `workers` at once; one failing point does not stop the others."""
+  if workers < 1:
+    raise ValueError(f'--workers={workers} must be >= 1')
+  os.makedirs(workdir, exist_ok=True)
+  lock, done, total = threading.Lock(), [0], len(points)
+
+  def one(point):
+    outcome = run_point(point, workdir, launch)
+    with lock:
+      done[0] += 1
+      took = f' in {outcome.seconds:.0f}s' if outcome.status != SKIPPED else ''
+      echo(f'[{done[0]}/{total}] {outcome.status}{took}: {point.name}: {outcome.message}')
+    return outcome
+
+  pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+  try:
+    return list(pool.map(one, points))
+  finally:  # after Ctrl-C (which the running points receive too), start no further point
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def summary(outcomes: list[Outcome], workdir: str) -> str:
+  """What succeeded, was skipped and failed, with each failure's last error line."""
+  count = {s: sum(o.status == s for o in outcomes) for s in (SUCCEEDED, SKIPPED, FAILED)}
+  lines = [f'sweep of {len(outcomes)} point(s) in {workdir}: {count[SUCCEEDED]} succeeded, '
+           f'{count[SKIPPED]} skipped (already finished), {count[FAILED]} failed']
+  for o in outcomes:
+    if o.status == FAILED:
+      log = os.path.join(workdir, o.point.name, LOG_NAME)
+      where = f' (log: {log})' if os.path.exists(log) else ''
+      lines.append(f'  FAILED {o.point.name}: {o.message}{where}')
+  return '\n'.join(lines)
