@@ -1,0 +1,75 @@
+"""The im2col convolution equals XLA's, in value and in both gradients, and the step's choice of
+implementation changes nothing but speed."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+import optax
+import pytest
+
+from cnn_zoo import models
+from cnn_zoo.models import conv
+from cnn_zoo.train import state as state_lib, step as step_lib
+
+DN = ('NHWC', 'HWIO', 'NHWC')
+
+
+@pytest.mark.parametrize('kernel,stride,padding,size,cin,cout', [
+    (3, 1, 1, 8, 4, 5), (3, 2, 1, 9, 3, 6), (1, 1, 0, 6, 8, 4), (1, 2, 0, 8, 4, 8),
+    (5, 1, 0, 12, 1, 6), (7, 2, 3, 16, 3, 8), (11, 4, 2, 35, 3, 4), (3, 1, 1, 2, 8, 8),
+])
+def test_im2col_matches_xla_in_value_and_gradients(kernel, stride, padding, size, cin, cout):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, cin))
+  w = jax.random.normal(jax.random.key(1), (kernel, kernel, cin, cout))
+  pads = ((padding, padding), (padding, padding))
+  plain = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=DN)
+  ours = lambda x, w: conv.im2col_conv(x, w, (stride, stride), pads, dimension_numbers=DN)
+  np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-5, atol=1e-4)
+  dy = jax.random.normal(jax.random.key(2), plain(x, w).shape)
+  loss = lambda f: lambda x, w: jnp.sum(f(x, w) * dy)
+  for g_ours, g_plain in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(plain), (0, 1))(x, w)):
+    np.testing.assert_allclose(g_ours, g_plain, rtol=1e-5, atol=1e-3)
+
+
+def test_grouped_convolution_falls_back_to_xla():
+  x = jax.random.normal(jax.random.key(0), (1, 6, 6, 4))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 2, 4))
+  args = ((1, 1), ((1, 1), (1, 1)))
+  np.testing.assert_array_equal(
+      conv.im2col_conv(x, w, *args, dimension_numbers=DN, feature_group_count=2),
+      lax.conv_general_dilated(x, w, *args, dimension_numbers=DN, feature_group_count=2))
+
+
+def test_auto_resolves_by_platform():
+  assert conv.resolve('auto', 'cpu') == 'im2col'
+  assert conv.resolve('auto', 'gpu') == 'xla' and conv.resolve('auto', 'tpu') == 'xla'
+  with pytest.raises(ValueError, match="conv_impl='fft' is not valid"):
+    conv.resolve('fft')
+
+
+@pytest.mark.parametrize('name', ['resnet20', 'lenet5'])
+def test_the_step_gives_the_same_result_with_either_implementation(name):
+  model = models.get(name)
+  shape = models.input_shape(name)
+  state = state_lib.create(model, optax.sgd(0.1, momentum=0.9), shape, seed=0)
+  batch = {'image': jax.random.normal(jax.random.key(3), (4, *shape)),
+           'label': jnp.arange(4, dtype=jnp.int32)}
+  results = {}
+  for impl in ('xla', 'im2col'):
+    new_state, metrics = jax.jit(functools.partial(step_lib.train_step, conv_impl=impl))(state, batch)
+    results[impl] = (metrics['loss'], jax.tree.leaves(new_state.params))
+  np.testing.assert_allclose(results['xla'][0], results['im2col'][0], rtol=1e-5)
+  for a, b in zip(results['xla'][1], results['im2col'][1]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_interceptor_leaves_initialisation_alone():
+  model = models.get('lenet5')
+  with conv.implementation('im2col'):
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+  assert variables['params']['Conv_0']['kernel'].shape == (5, 5, 1, 6)
+  assert isinstance(model, nn.Module)
