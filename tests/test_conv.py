@@ -61,12 +61,14 @@ def test_the_step_gives_the_same_result_with_either_implementation(name):
   results = {}
   for impl in ('xla', 'im2col'):
     new_state, metrics = jax.jit(functools.partial(step_lib.train_step, conv_impl=impl))(state, batch)
-    results[impl] = (metrics['loss'], jax.tree.leaves(new_state.params))
+    update = jax.tree.map(lambda new, old: new - old, new_state.params, state.params)
+    results[impl] = (metrics['loss'], np.concatenate([np.ravel(u) for u in jax.tree.leaves(update)]))
   np.testing.assert_allclose(results['xla'][0], results['im2col'][0], rtol=1e-5)
-  # One SGD step through BatchNorm on 4 images amplifies rounding in low-variance channels, so
-  # compare each parameter as a whole: relative error of the norm.
-  for a, b in zip(results['xla'][1], results['im2col'][1]):
-    assert np.linalg.norm(a - b) <= 1e-3 * np.linalg.norm(a) + 1e-6
+  # The whole update, as one vector: some BN-bias gradients are sums that nearly cancel, where
+  # float rounding is large relative to the element but not to the update (measured: 1.6e-3 for
+  # ResNet-20 on 4 images; the gradients of the convolution alone agree to 1e-5 above).
+  a, b = results['xla'][1], results['im2col'][1]
+  assert np.linalg.norm(a - b) <= 5e-3 * np.linalg.norm(a)
 
 
 def test_the_interceptor_leaves_initialisation_alone():
