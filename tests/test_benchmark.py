@@ -29,3 +29,9 @@ def test_launcher_writes_json(tmp_path):
   results = json.loads(out.read_text())
   assert results['lenet5']['train_img_s'] > 0
   assert results['_machine']['platform'] == 'cpu'
+
+
+def test_input_pipeline_compares_the_loop_with_the_bare_step(digits_dir):
+  r = benchmark.input_pipeline('digits', 'lenet5', batch_size=16, steps=5, data_dir=digits_dir)
+  assert r['pipeline_img_s'] > 0 and r['loop_img_s'] > 0 and r['step_img_s'] > 0
+  assert r['loop_overhead'] == 1 - r['loop_img_s'] / r['step_img_s']
