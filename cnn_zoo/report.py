@@ -48,11 +48,12 @@ class Row:
     return self.model + (f' ({self.setting})' if self.setting else '')
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict:
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """Nested dicts as one level of dotted keys, as config overrides name fields."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
+      flat.update(flatten(value, f'{prefix}{key}.'))
     else:
       flat[f'{prefix}{key}'] = value
   return flat
@@ -83,7 +84,7 @@ def collect(workdir: str) -> list[Run]:
     config, results = {}, None
     if os.path.isfile(config_path):
       with open(config_path, encoding='utf-8') as f:
-        config = _flatten(json.load(f))
+        config = flatten(json.load(f))
     if os.path.isfile(results_path):
       with open(results_path, encoding='utf-8') as f:
         results = json.load(f)

@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable
 
 from cnn_zoo import config as config_lib
+from cnn_zoo import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC_FIELDS = ('base', 'overrides', 'axes')
@@ -91,16 +92,6 @@ def _plain(tree):
   return tree
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
 def _check_field(field: str, where: str) -> None:
   valid = config_lib.defaults().keys()
   if not isinstance(field, str) or field.split('.')[0] not in valid:
@@ -143,7 +134,7 @@ def expand(spec) -> list[Point]:
     raise ValueError(f'sweep base={base!r} must name a config file, e.g. configs/default.py')
   if not os.path.isfile(os.path.join(ROOT, base.split(':', 1)[0])):
     raise ValueError(f'sweep base={base!r}: no such config file under {ROOT}')
-  fixed = _flatten(spec.get('overrides') or {})
+  fixed = report.flatten(spec.get('overrides') or {})
   for field in fixed:
     _check_field(field, 'overrides')
   axes = spec.get('axes') or []
@@ -193,7 +184,7 @@ def _recorded_mismatch(point: Point, run_dir: str) -> str:
   if not os.path.exists(path):
     return ''
   with open(path, encoding='utf-8') as f:
-    recorded = _flatten(json.load(f))
+    recorded = report.flatten(json.load(f))
   for field, wanted in point.all_overrides().items():
     has = recorded.get(field, '<absent>')
     if json.loads(json.dumps(has)) != json.loads(json.dumps(wanted)):
