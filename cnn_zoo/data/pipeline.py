@@ -146,7 +146,7 @@ def train_batches(split: sources.Split, prep: Preprocess, *, global_batch: int, 
 
   ds = tf.data.Dataset.range(start_step, num_steps)
   ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-  return tfds_as_numpy(ds.with_options(_options()))
+  return _as_numpy(ds.with_options(_options()))
 
 
 def num_eval_batches(n: int, global_batch: int) -> int:
@@ -169,9 +169,9 @@ def eval_batches(split: sources.Split, prep: Preprocess, *, global_batch: int,
 
   ds = tf.data.Dataset.range(num_eval_batches(n, global_batch))
   ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-  return tfds_as_numpy(ds.with_options(_options()))
+  return _as_numpy(ds.with_options(_options()))
 
 
-def tfds_as_numpy(ds):
+def _as_numpy(ds):
   for batch in ds:
     yield {k: v.numpy() for k, v in batch.items()}
