@@ -14,29 +14,12 @@ The full recipe reads TFDS `fashion_mnist`; `reduced` runs 30 iterations of
 --config.overrides.num_train_steps=N.
 """
 
-import ml_collections
-
-MODELS = ('lenet5', 'alexnet_cifar', 'zfnet_cifar', 'vgg16_bn_cifar', 'googlenet_cifar',
-          'resnet56', 'densenet_bc_100')
-SEEDS = (0,)
+from configs.sweeps import cifar10_zoo
 
 
 def get_config(arg: str | None = None):
-  c = ml_collections.ConfigDict()
-  c.base = 'configs/default.py'
-  c.overrides = ml_collections.ConfigDict(dict(
-      dataset='fashion_mnist', batch_size=128, eval_batch_size=1000,
-      num_epochs=60.0,  # the budget
-      optimizer='sgd', learning_rate=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4,
-      schedule='cosine', warmup_epochs=1.0,
-      augment='crop_flip', crop_padding=4, log_every_steps=100, eval_every_epochs=2.0))
-  if arg == 'reduced':
-    c.overrides.dataset = 'npz:../shared/data/fashion_mnist.npz'
-    c.overrides.num_train_steps = 30
-    c.overrides.warmup_epochs = 0.0
-    c.overrides.eval_every_epochs = 0.0  # once, at the end
-    c.overrides.log_every_steps = 10
-  elif arg:
-    raise ValueError(f'unknown sweep variant {arg!r}; valid choices: reduced')
-  c.axes = [{'product': {'model': list(MODELS), 'seed': list(SEEDS)}}]
+  c = cifar10_zoo.get_config(arg)  # the same models, seeds and protocol
+  c.overrides.num_epochs = 60.0  # the budget
+  c.overrides.dataset = 'npz:../shared/data/fashion_mnist.npz' if arg == 'reduced' \
+      else 'fashion_mnist'
   return c
