@@ -111,6 +111,27 @@ def test_max_pool_output_size_as_torch(size, window, stride, padding, ceil_mode,
   assert y[0, 0, 0, 0] == x[0, :window - padding, :window - padding, 0].max()
 
 
+@pytest.mark.parametrize('size,window,stride,padding,ceil_mode', [
+    (8, 3, 1, 1, True), (15, 3, 2, 0, True), (14, 3, 2, 1, False), (9, 3, 2, 0, True)])
+def test_max_pool_values_and_gradient_equal_reduce_window(size, window, stride, padding, ceil_mode):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  out = layers._pool_output_size(size, window, stride, padding, ceil_mode)
+  pads = ((padding, max(0, (out - 1) * stride + window - size - padding)),) * 2
+  reference = lambda x: nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
+  ours = lambda x: layers.max_pool(x, window, stride, padding, ceil_mode)
+  np.testing.assert_array_equal(jax.jit(ours)(x), reference(x))
+  loss = lambda pool: lambda x: jnp.sum(pool(x) ** 2)
+  np.testing.assert_array_equal(jax.jit(jax.grad(loss(ours)))(x), jax.grad(loss(reference))(x))
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_as_in_pytorch():
+  # All ties: each window's gradient lands on its first (row-major) element, which
+  # torch.nn.MaxPool2d(3, 1, 1) gives for a 4x4 input of zeros.
+  grad = jax.grad(lambda x: layers.max_pool(x, 3, 1, 1).sum())(jnp.zeros((1, 4, 4, 1)))
+  np.testing.assert_array_equal(grad[0, :, :, 0], [[4, 2, 2, 0], [2, 1, 1, 0], [2, 1, 1, 0],
+                                                   [0, 0, 0, 0]])
+
+
 def test_max_pool_refuses_a_too_small_input():
   with pytest.raises(ValueError, match='max pool'):
     layers.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 2)
