@@ -20,7 +20,6 @@ import optax
 
 from cnn_zoo import config as config_lib
 from cnn_zoo import models, parallel
-from cnn_zoo.data import pipeline, sources
 from cnn_zoo.models import conv, summary as summary_lib
 from cnn_zoo.train import optim, step as step_lib
 from cnn_zoo.train import state as state_lib
@@ -113,6 +112,9 @@ def input_pipeline(dataset: str, model: str, batch_size: int | None = None, step
                    data_dir: str | None = None) -> dict:
   """Images/s of the pipeline alone (with augmentation), of the whole training loop, and of the
   bare step for the same model and batch, so that the loop's overhead shows."""
+  # The data side needs TensorFlow; the step benchmark above runs where only JAX is installed.
+  from cnn_zoo.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from cnn_zoo.train import loop  # pylint: disable=g-import-not-at-top
   batch_size = batch_size or default_batch_size(model)
   shape = models.input_shape(model)
   data = sources.load(dataset, data_dir, image_size=shape[0])
@@ -127,7 +129,6 @@ def input_pipeline(dataset: str, model: str, batch_size: int | None = None, step
     next(batches)
   pipeline_img_s = steps * batch_size / (time.perf_counter() - start)
 
-  from cnn_zoo.train import loop  # pylint: disable=g-import-not-at-top
   config = config_lib.defaults()
   config.model, config.dataset, config.data_dir = model, dataset, data_dir or ''
   config.batch_size, config.num_train_steps = batch_size, steps

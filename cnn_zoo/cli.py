@@ -4,14 +4,13 @@ import sys
 
 from absl import flags, logging
 
-from cnn_zoo.data import sources
-from cnn_zoo.train import loop
+from cnn_zoo import errors
 
 flags.DEFINE_bool('debug', False, 'Show the full traceback of an error.')
 
 # User errors: a wrong config value, bad data, an input too small for a model, a busy workdir;
 # and a run stopped by a NaN, which the message explains.
-USER_ERRORS = (ValueError, sources.DataError, FileNotFoundError, loop.NonFiniteError)
+USER_ERRORS = (ValueError, errors.DataError, FileNotFoundError, errors.NonFiniteError)
 
 
 def _one_line(e: BaseException) -> str:

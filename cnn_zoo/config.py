@@ -7,7 +7,6 @@ config has every field and an unknown field is an error.
 import ml_collections
 
 from cnn_zoo import models
-from cnn_zoo.data import pipeline, sources
 from cnn_zoo.models import conv
 from cnn_zoo.train import optim
 
@@ -79,6 +78,8 @@ def _at_least(config, field, low, *, strict=False):
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError with one line naming the field, the value and the valid choices."""
+  # The data side needs TensorFlow; defaults() alone (the step benchmark) runs with JAX only.
+  from cnn_zoo.data import pipeline, sources  # pylint: disable=g-import-not-at-top
   unknown = sorted(set(config.keys()) - set(defaults().keys()))
   if unknown:
     raise ValueError(f'unknown config field(s) {", ".join(unknown)}; valid fields: '

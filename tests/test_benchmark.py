@@ -35,3 +35,17 @@ def test_input_pipeline_compares_the_loop_with_the_bare_step(digits_dir):
   r = benchmark.input_pipeline('digits', 'lenet5', batch_size=16, steps=5, data_dir=digits_dir)
   assert r['pipeline_img_s'] > 0 and r['loop_img_s'] > 0 and r['step_img_s'] > 0
   assert r['loop_overhead'] == 1 - r['loop_img_s'] / r['step_img_s']
+
+
+def test_step_benchmark_runs_without_tensorflow(tmp_path):
+  """A machine with JAX alone (an accelerator host without TensorFlow) can benchmark the zoo."""
+  out = tmp_path / 'bench.json'
+  script = ("import runpy, sys\n"
+            "sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None\n"
+            f"sys.argv = ['benchmark', '--models=lenet5', '--batch_size=8', '--steps=2', "
+            f"'--nopeak', '--json={out}']\n"
+            "runpy.run_module('experiments.benchmark', run_name='__main__')\n")
+  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads(out.read_text())['lenet5']['params'] == 61_706

@@ -13,14 +13,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from cnn_zoo.data import digits  # noqa: F401  (registers the `digits` TFDS builder)
+from cnn_zoo.errors import DataError  # noqa: F401  (also sources.DataError)
 
 # TFDS datasets cnn_zoo is tested with; any other is reachable as `tfds:NAME`.
 TFDS_DATASETS = ('digits', 'mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'imagenette')
 PREFIXES = ('npz:', 'folder:', 'tfds:')
-
-
-class DataError(ValueError):
-  """A dataset that cannot be loaded, with the reason in one line."""
 
 
 @dataclasses.dataclass(frozen=True)

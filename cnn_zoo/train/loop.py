@@ -20,13 +20,10 @@ from cnn_zoo import config as config_lib
 from cnn_zoo import models
 from cnn_zoo import parallel
 from cnn_zoo.data import pipeline, sources
+from cnn_zoo.errors import NonFiniteError  # noqa: F401  (also loop.NonFiniteError)
 from cnn_zoo.models import summary as summary_lib
 from cnn_zoo.train import checkpoint, optim, step as step_lib, workdir as workdir_lib, writers
 from cnn_zoo.train import state as state_lib
-
-
-class NonFiniteError(RuntimeError):
-  """The loss or the gradients became NaN or Inf."""
 
 
 def weights_sha256(state: state_lib.TrainState) -> str:
