@@ -14,6 +14,7 @@ import dataclasses
 import math
 from typing import Iterator
 
+import jax
 import numpy as np
 import tensorflow as tf
 
@@ -114,7 +115,9 @@ def preprocess_batch(images, prep: Preprocess, draws=None):
 def _options():
   options = tf.data.Options()
   options.deterministic = True
-  options.threading.private_threadpool_size = 2  # leave the cores to XLA
+  if jax.default_backend() == 'cpu':
+    options.threading.private_threadpool_size = 2  # leave the other cores to XLA's step
+  # On an accelerator the host cores have nothing else to do: tf.data's default pool uses them all.
   options.autotune.enabled = True
   return options
 
