@@ -61,6 +61,12 @@ def test_resume_continues_to_bit_identical_weights(smoke_config, tmp_path):
   assert resumed['test_loss'] == full['test_loss']
   steps = [(r['step'], r['split']) for r in _lines(tmp_path / 'cut' / 'metrics.jsonl')]
   assert steps == [(r['step'], r['split']) for r in _lines(tmp_path / 'full' / 'metrics.jsonl')]
+  # Training time and speed cover the whole run, the time before the cut included.
+  at_cut = next(r for r in _lines(tmp_path / 'full' / 'metrics.jsonl')
+                if (r['step'], r['split']) == (6, 'train'))
+  assert resumed['train_time_s'] > at_cut['train_time_s'] > 0
+  assert resumed['train_images_per_s'] == pytest.approx(
+      12 * smoke_config.batch_size / resumed['train_time_s'])
 
 
 def test_same_config_and_seed_give_bit_identical_weights(smoke_config, tmp_path):

@@ -183,7 +183,12 @@ def _train(config, workdir, dataset, plan, is_lead) -> dict:
       start_step=start_step, num_steps=plan.total_steps, process_index=jax.process_index(),
       process_count=jax.process_count())
   pending = []  # device metrics not yet fetched: no host sync on most steps
-  train_time, window_start, window_steps, skipped = 0.0, time.perf_counter(), 0, 0
+  # A resumed run carries on the training time and skip count its earlier processes logged at the
+  # checkpoint's step, so results cover the whole run (a run from an older version: this process).
+  earlier = writer.kept_record(start_step, 'train') if start_step else {'train_time_s': 0.0}
+  timed_from_step = 0 if 'train_time_s' in earlier else start_step
+  train_time, skipped = earlier.get('train_time_s', 0.0), earlier.get('skipped_steps', 0)
+  window_start, window_steps = time.perf_counter(), 0
 
   def flush(step):
     """Fetches pending metrics, logs their mean, and stops on a non-finite loss."""
@@ -203,7 +208,7 @@ def _train(config, workdir, dataset, plan, is_lead) -> dict:
     images_per_s = window_steps * plan.batch_size / max(elapsed, 1e-9)
     record = {**means, 'epoch': step / plan.steps_per_epoch,
               'learning_rate': float(lr_schedule(step - 1)), 'images_per_s': images_per_s,
-              'skipped_steps': skipped}
+              'train_time_s': train_time, 'skipped_steps': skipped}
     writer.write(step, 'train', record)
     eta = (plan.total_steps - step) * plan.batch_size / max(images_per_s, 1e-9)
     logging.info('step %d/%d  epoch %.2f  loss %.4f  acc %.4f  lr %.4g  %.0f img/s  %s left',
@@ -242,7 +247,7 @@ def _train(config, workdir, dataset, plan, is_lead) -> dict:
   ckpts.close()
   writer.close()
 
-  steps_run = plan.total_steps - start_step
+  steps_timed = plan.total_steps - timed_from_step
   results = {
       'model': config.model, 'dataset': dataset.name, 'num_classes': plan.num_classes,
       'input_shape': list(plan.input_shape),
@@ -253,7 +258,7 @@ def _train(config, workdir, dataset, plan, is_lead) -> dict:
       'epochs': plan.total_steps / plan.steps_per_epoch, 'steps': plan.total_steps,
       'batch_size': plan.batch_size, 'seed': config.seed, 'dtype': config.dtype,
       'train_time_s': train_time, 'compile_time_s': compile_time,
-      'train_images_per_s': steps_run * plan.batch_size / train_time if train_time else None,
+      'train_images_per_s': steps_timed * plan.batch_size / train_time if train_time else None,
       'resumed_from_step': start_step, 'skipped_steps': skipped,
       'num_devices': jax.device_count(), 'num_processes': jax.process_count(),
       'platform': jax.devices()[0].platform, 'device_kind': jax.devices()[0].device_kind,

@@ -11,9 +11,10 @@ class MetricWriter:
 
   def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
     self.enabled = enabled
+    self.kept = []  # the records of earlier processes of this run, up to resume_step
     if enabled:
       path = os.path.join(workdir, 'metrics.jsonl')
-      _keep_up_to(path, resume_step)
+      self.kept = _keep_up_to(path, resume_step)
       self._jsonl = open(path, 'a', encoding='utf-8')
       self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
 
@@ -29,6 +30,10 @@ class MetricWriter:
         if k not in ('step', 'split') and isinstance(v, (int, float)):
           tf.summary.scalar(f'{split}/{k}', v)
 
+  def kept_record(self, step: int, split: str) -> dict:
+    """The record an earlier process of this run wrote at (step, split), or {}."""
+    return next((r for r in reversed(self.kept) if r['step'] == step and r['split'] == split), {})
+
   def flush(self):
     if self.enabled:
       self._tb.flush()
@@ -39,11 +44,14 @@ class MetricWriter:
       self._tb.close()
 
 
-def _keep_up_to(path: str, step: int) -> None:
-  """Drops records past `step` (written after the checkpoint a run resumes from) and torn lines."""
+def _keep_up_to(path: str, step: int) -> list:
+  """Drops records past `step` (written after the checkpoint a run resumes from) and torn lines.
+
+  Returns the records kept.
+  """
   if not os.path.exists(path):
-    return
-  kept = []
+    return []
+  kept, records = [], []
   with open(path, encoding='utf-8') as f:
     for line in f:
       try:
@@ -52,9 +60,11 @@ def _keep_up_to(path: str, step: int) -> None:
         continue  # the torn last line of a killed run
       if line.endswith('\n') and record.get('step', 0) <= step:
         kept.append(line)
+        records.append(record)
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     f.writelines(kept)
   os.replace(path + '.tmp', path)
+  return records
 
 
 def _plain(v):
