@@ -4,6 +4,8 @@ Config files in configs/ start from `defaults()` and change what their experimen
 config has every field and an unknown field is an error.
 """
 
+import dataclasses
+
 import ml_collections
 
 from cnn_zoo import models
@@ -76,6 +78,17 @@ def _at_least(config, field, low, *, strict=False):
     raise ValueError(f'config.{field}={value!r} is out of range; it must be {relation} {low}')
 
 
+def _check_model_kwargs(config):
+  """Refuses constructor overrides that the model does not take."""
+  module = models.get(config.model)
+  taken = sorted(f.name for f in dataclasses.fields(module)
+                 if f.init and f.name not in ('parent', 'name', 'num_classes', 'dtype'))
+  unknown = sorted(set(config.model_kwargs.keys()) - set(taken))
+  if unknown:
+    raise ValueError(f'config.model_kwargs {", ".join(unknown)} is not an argument of model '
+                     f'{config.model!r}; valid choices: {", ".join(taken) or "none"}')
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError with one line naming the field, the value and the valid choices."""
   # The data side needs TensorFlow; defaults() alone (the step benchmark) runs with JAX only.
@@ -85,6 +98,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'unknown config field(s) {", ".join(unknown)}; valid fields: '
                      f'{", ".join(sorted(defaults().keys()))}')
   _choice(config, 'model', models.names())
+  _check_model_kwargs(config)
   sources.check_name(config.dataset)
   _choice(config, 'optimizer', optim.OPTIMIZERS)
   _choice(config, 'schedule', optim.SCHEDULES)

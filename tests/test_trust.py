@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -148,6 +149,8 @@ BAD_INPUTS = [
     ('learning_rate', lambda p: 0.0, 'config.learning_rate=0.0 is out of range'),
     ('num_epochs', lambda p: -1.0, 'config.num_epochs=-1.0 is out of range'),
     ('image_size', lambda p: 16, "image size 16x16 is too small for model 'lenet5'"),
+    ('model_kwargs', lambda p: ml_collections.ConfigDict({'depth': 7}),
+     "config.model_kwargs depth is not an argument of model 'lenet5'; valid choices: activation"),
     ('dataset', lambda p: f'npz:{p}/missing.npz', 'npz dataset file not found'),
     ('dataset', lambda p: _npz(p, y_test=None), 'missing array(s) y_test'),
     ('dataset', lambda p: _npz(p, x_train=np.zeros((40, 28, 28, 1), np.float32)),
