@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import layers, registry
+from cnn_zoo.models import initializers, layers, registry
 
 # Each convolution as (features, kernel, stride, padding, max pool after it), the max pool as
 # (window, stride, padding) or None.
@@ -46,13 +46,15 @@ class AlexNet(nn.Module):
   pool_size: int = 6  # of the adaptive average pool before the head
   hidden: Sequence[int] = (4096, 4096)
   dropout_rate: float = 0.5
+  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    init = initializers.rule('alexnet', self.weight_init)
     x = x.astype(self.dtype)
     for features, kernel, stride, padding, pool in self.convs:
       x = nn.Conv(features, (kernel, kernel), strides=stride, padding=((padding, padding),) * 2,
-                  dtype=self.dtype)(x)
+                  dtype=self.dtype, **init.conv(x.shape[-1], kernel))(x)
       x = nn.relu(x)
       if pool:
         x = layers.max_pool(x, *pool)
@@ -60,8 +62,8 @@ class AlexNet(nn.Module):
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, **init.dense(x.shape[-1]))(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
 
 
 # At 32x32 the CIFAR variants end on a 1x1 map, so their 1x1 adaptive pool is the identity.

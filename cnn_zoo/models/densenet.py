@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import layers, registry
+from cnn_zoo.models import initializers, layers, registry
 
 
 class DenseLayer(nn.Module):
@@ -23,15 +23,16 @@ class DenseLayer(nn.Module):
   growth_rate: int
   bn_size: int = 4
   dtype: Any = jnp.float32
+  weight_init: str = 'paper'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
-    y = nn.Conv(self.bn_size * self.growth_rate, (1, 1), use_bias=False,
-                dtype=self.dtype)(nn.relu(norm()(x)))
-    y = nn.Conv(self.growth_rate, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                dtype=self.dtype)(nn.relu(norm()(y)))
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             kernel_init=initializers.rule('densenet', self.weight_init).conv_kernel)
+    y = conv(self.bn_size * self.growth_rate, (1, 1))(nn.relu(norm()(x)))
+    y = conv(self.growth_rate, (3, 3), padding=((1, 1), (1, 1)))(nn.relu(norm()(y)))
     return jnp.concatenate([x, y], axis=-1)
 
 
@@ -47,30 +48,33 @@ class DenseNet(nn.Module):
   compression: float = 0.5
   init_features: int = 64
   stem: str = 'imagenet'
+  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
+    init = initializers.rule('densenet', self.weight_init)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             kernel_init=init.conv_kernel)
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
-      x = nn.Conv(self.init_features, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
-                  dtype=self.dtype)(x)
+      x = conv(self.init_features, (7, 7), strides=2, padding=((3, 3), (3, 3)))(x)
       x = layers.max_pool(nn.relu(norm()(x)), 3, 2, 1)
     elif self.stem == 'cifar':
-      x = nn.Conv(self.init_features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                  dtype=self.dtype)(x)
+      x = conv(self.init_features, (3, 3), padding=((1, 1), (1, 1)))(x)
     else:
       raise ValueError(f"unknown stem {self.stem!r}; valid choices: 'imagenet', 'cifar'")
     for i, size in enumerate(self.block_sizes):
       for _ in range(size):
-        x = DenseLayer(self.growth_rate, self.bn_size, dtype=self.dtype)(x, train)
+        x = DenseLayer(self.growth_rate, self.bn_size, dtype=self.dtype,
+                       weight_init=self.weight_init)(x, train)
       if i < len(self.block_sizes) - 1:
         features = int(x.shape[-1] * self.compression)
-        x = nn.Conv(features, (1, 1), use_bias=False, dtype=self.dtype)(nn.relu(norm()(x)))
+        x = conv(features, (1, 1))(nn.relu(norm()(x)))
         x = layers.avg_pool(x, 2, 2)
     x = layers.global_avg_pool(nn.relu(norm()(x)))
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
 
 
 for _depth, _sizes in {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}.items():

@@ -22,7 +22,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import layers, registry
+from cnn_zoo.models import initializers, layers, registry
 
 # Inception blocks: (1x1, 3x3 reduce, 3x3, '5x5' reduce, '5x5', pool projection) widths.
 INCEPTION = {
@@ -41,11 +41,13 @@ class BasicConv(nn.Module):
   stride: int = 1
   padding: int = 0
   dtype: Any = jnp.float32
+  weight_init: str = 'paper'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
-                padding=((self.padding, self.padding),) * 2, use_bias=False, dtype=self.dtype)(x)
+                padding=((self.padding, self.padding),) * 2, use_bias=False, dtype=self.dtype,
+                kernel_init=initializers.rule('googlenet', self.weight_init).conv_kernel)(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
                      dtype=self.dtype)(x)
     return nn.relu(x)
@@ -55,11 +57,12 @@ class Inception(nn.Module):
   """Four parallel branches, concatenated: 1x1; 1x1-3x3; 1x1-3x3 (the '5x5'); 3x3 max pool-1x1."""
   widths: tuple[int, int, int, int, int, int]
   dtype: Any = jnp.float32
+  weight_init: str = 'paper'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     b1, b2_reduce, b2, b3_reduce, b3, b4 = self.widths
-    conv = functools.partial(BasicConv, dtype=self.dtype)
+    conv = functools.partial(BasicConv, dtype=self.dtype, weight_init=self.weight_init)
     branch1 = conv(b1, 1)(x, train)
     branch2 = conv(b2, 3, padding=1)(conv(b2_reduce, 1)(x, train), train)
     branch3 = conv(b3, 3, padding=1)(conv(b3_reduce, 1)(x, train), train)
@@ -72,15 +75,17 @@ class InceptionAux(nn.Module):
   num_classes: int
   dtype: Any = jnp.float32
   dropout_rate: float = 0.7
+  weight_init: str = 'paper'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    init = initializers.rule('googlenet', self.weight_init)
     x = layers.adaptive_avg_pool(x, 4)
-    x = BasicConv(128, 1, dtype=self.dtype)(x, train)
+    x = BasicConv(128, 1, dtype=self.dtype, weight_init=self.weight_init)(x, train)
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(1024, dtype=self.dtype)(x))
+    x = nn.relu(nn.Dense(1024, dtype=self.dtype, **init.dense(x.shape[-1]))(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
 
 
 class GoogLeNet(nn.Module):
@@ -91,11 +96,13 @@ class GoogLeNet(nn.Module):
   stem: str = 'imagenet'
   aux_logits: bool = False
   dropout_rate: float = 0.2
+  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(BasicConv, dtype=self.dtype)
-    inception = lambda name: Inception(INCEPTION[name], dtype=self.dtype, name=f'inception{name}')
+    conv = functools.partial(BasicConv, dtype=self.dtype, weight_init=self.weight_init)
+    inception = lambda name: Inception(INCEPTION[name], dtype=self.dtype,
+                                       weight_init=self.weight_init, name=f'inception{name}')
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
       x = conv(64, 7, stride=2, padding=3)(x, train)
@@ -113,8 +120,8 @@ class GoogLeNet(nn.Module):
     aux = []
     for name in ('4a', '4b', '4c', '4d', '4e'):
       if name in ('4b', '4e') and self.aux_logits and (train or self.is_initializing()):
-        aux.append(InceptionAux(self.num_classes, dtype=self.dtype, name=f'aux{len(aux) + 1}')(
-            x, train))
+        aux.append(InceptionAux(self.num_classes, dtype=self.dtype, weight_init=self.weight_init,
+                                name=f'aux{len(aux) + 1}')(x, train))
       x = inception(name)(x, train)
     if aux:
       self.sow('intermediates', 'aux_logits', tuple(aux))
@@ -123,7 +130,8 @@ class GoogLeNet(nn.Module):
     x = inception('5b')(x, train)
     x = layers.global_avg_pool(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype,
+                    **initializers.rule('googlenet', self.weight_init).dense(x.shape[-1]))(x)
 
 
 registry.register('googlenet', GoogLeNet, input_shape=(224, 224, 3), min_input_size=15,

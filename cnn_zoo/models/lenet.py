@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import layers, registry
+from cnn_zoo.models import initializers, layers, registry
 
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'sigmoid': nn.sigmoid}
 POOLS = {'max': layers.max_pool, 'avg': layers.avg_pool}
@@ -19,19 +19,22 @@ class LeNet5(nn.Module):
   activation: str = 'relu'
   pool: str = 'max'
   dtype: Any = jnp.float32
+  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # no BatchNorm, no dropout
     act, pool = ACTIVATIONS[self.activation], POOLS[self.pool]
+    init = initializers.rule('lenet', self.weight_init)
     x = x.astype(self.dtype)
     for features in (6, 16):
-      x = nn.Conv(features, (5, 5), padding='VALID', dtype=self.dtype)(x)
+      x = nn.Conv(features, (5, 5), padding='VALID', dtype=self.dtype,
+                  **init.conv(x.shape[-1], 5))(x)
       x = pool(act(x), 2, 2)
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
-      x = act(nn.Dense(width, dtype=self.dtype)(x))
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+      x = act(nn.Dense(width, dtype=self.dtype, **init.dense(x.shape[-1]))(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
 
 
 registry.register('lenet5', LeNet5, input_shape=(32, 32, 1), min_input_size=32,

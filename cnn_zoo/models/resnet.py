@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import layers, registry
+from cnn_zoo.models import initializers, layers, registry
 
 
 class BasicBlock(nn.Module):
@@ -25,16 +25,19 @@ class BasicBlock(nn.Module):
   stride: int = 1
   shortcut: str = 'projection'  # or 'zero_pad' (option A)
   dtype: Any = jnp.float32
+  weight_init: str = 'paper'
+  zero_init_last_bn: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             kernel_init=initializers.rule('resnet', self.weight_init).conv_kernel)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(x)
     y = nn.relu(norm()(y))
     y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)))(y)
-    y = norm()(y)
+    y = norm(scale_init=_last_bn_scale(self))(y)
     return nn.relu(y + _shortcut(self, x, self.features, train))
 
 
@@ -45,17 +48,26 @@ class Bottleneck(nn.Module):
   stride: int = 1
   shortcut: str = 'projection'
   dtype: Any = jnp.float32
+  weight_init: str = 'paper'
+  zero_init_last_bn: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             kernel_init=initializers.rule('resnet', self.weight_init).conv_kernel)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     y = nn.relu(norm()(conv(self.features, (1, 1))(x)))
     y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(y)
     y = nn.relu(norm()(y))
-    y = norm()(conv(self.features * 4, (1, 1))(y))
+    y = norm(scale_init=_last_bn_scale(self))(conv(self.features * 4, (1, 1))(y))
     return nn.relu(y + _shortcut(self, x, self.features * 4, train))
+
+
+def _last_bn_scale(block: nn.Module):
+  """Zero for the block's last BatchNorm scale with `zero_init_last_bn` (Goyal et al. 2017), so
+  each residual block starts as the identity; one otherwise."""
+  return nn.initializers.zeros if block.zero_init_last_bn else nn.initializers.ones
 
 
 def _shortcut(block: nn.Module, x, features: int, train: bool):
@@ -68,6 +80,7 @@ def _shortcut(block: nn.Module, x, features: int, train: bool):
     extra = features - x.shape[-1]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
   x = nn.Conv(features, (1, 1), strides=block.stride, use_bias=False, dtype=block.dtype,
+              kernel_init=initializers.rule('resnet', block.weight_init).conv_kernel,
               name='downsample_conv')(x)
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                       dtype=block.dtype, name='downsample_bn')(x)
@@ -84,16 +97,19 @@ class ResNet(nn.Module):
   widths: Sequence[int] = (64, 128, 256, 512)
   stem: str = 'imagenet'
   shortcut: str = 'projection'
+  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
+  zero_init_last_bn: bool = False  # torchvision's zero_init_residual
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    init = initializers.rule('resnet', self.weight_init)
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
       x = nn.Conv(self.widths[0], (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
-                  dtype=self.dtype)(x)
+                  dtype=self.dtype, kernel_init=init.conv_kernel)(x)
     elif self.stem == 'cifar':
       x = nn.Conv(self.widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                  dtype=self.dtype)(x)
+                  dtype=self.dtype, kernel_init=init.conv_kernel)(x)
     else:
       raise ValueError(f"unknown stem {self.stem!r}; valid choices: 'imagenet', 'cifar'")
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
@@ -104,9 +120,11 @@ class ResNet(nn.Module):
     for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(size):
         stride = 2 if i > 0 and j == 0 else 1
-        x = self.block(width, stride=stride, shortcut=self.shortcut, dtype=self.dtype)(x, train)
+        x = self.block(width, stride=stride, shortcut=self.shortcut, dtype=self.dtype,
+                       weight_init=self.weight_init,
+                       zero_init_last_bn=self.zero_init_last_bn)(x, train)
     x = layers.global_avg_pool(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
 
 
 _IMAGENET = {18: ((2, 2, 2, 2), BasicBlock), 34: ((3, 4, 6, 3), BasicBlock),

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import layers, registry
+from cnn_zoo.models import initializers, layers, registry
 
 # Conv widths per depth, 'M' a 2x2/2 max pool.
 CONFIGS = {
@@ -37,15 +37,18 @@ class VGG(nn.Module):
   pool_size: int = 7  # of the adaptive average pool before the head
   hidden: Sequence[int] = (4096, 4096)
   dropout_rate: float = 0.5
+  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    init = initializers.rule('vgg', self.weight_init)
     x = x.astype(self.dtype)
     for width in CONFIGS[self.depth]:
       if width == 'M':
         x = layers.max_pool(x, 2, 2)
         continue
-      x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
+      x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                  **init.conv(x.shape[-1], 3))(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype)(x)
@@ -53,9 +56,9 @@ class VGG(nn.Module):
     x = layers.adaptive_avg_pool(x, self.pool_size)
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
-      x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, **init.dense(x.shape[-1]))(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
 
 
 for _depth in CONFIGS:
