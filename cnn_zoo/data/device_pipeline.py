@@ -1,0 +1,125 @@
+"""Batches computed on the device from a dataset held in device memory: JAX only, no TensorFlow.
+
+The split is fitted to the model's size and channels once, put on the device(s) as uint8 (float32
+only where a resize or a grey conversion made new values), and every batch is computed by jitted
+JAX code from (seed, step) alone: epoch e = step // steps_per_epoch is ordered by
+`jax.random.permutation(fold_in(key(seed), e))`, and the crop offsets and flips of step s are drawn
+from `fold_in(key(seed), s)` for the whole global batch. A resumed run sees exactly the batches it
+would have seen, on any number of devices. The same preprocessing as the tf.data pipeline (scale to
+[0, 1], channels, pad or resize, pad-and-crop, flip, normalise), but other random draws: the two
+paths give different (equally valid) batch orders, so a run keeps the path it started with.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnn_zoo.errors import DataError
+
+# ITU-R 601 luma weights, as tf.image.rgb_to_grayscale.
+_GREY = np.array([0.2989, 0.5870, 0.1140], np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSplit:
+  """A split in device memory, fitted to the model's (H, W, C)."""
+  images: jax.Array  # (N, H, W, C): uint8, or float32 in [0, 1] where fitting made new values
+  labels: jax.Array  # int32 (N,)
+
+  def __len__(self):
+    return self.labels.shape[0]
+
+
+def fit(images: np.ndarray, image_shape: tuple[int, int, int], resize_mode: str = 'auto'):
+  """uint8 (N, h, w, c) -> the model's (N, H, W, C): uint8 when only padded or tiled, else
+  float32 in [0, 1]. Runs once, before training."""
+  height, width, channels = image_shape
+  x = images
+  if x.shape[-1] != channels:
+    if x.shape[-1] == 1:
+      x = np.repeat(x, channels, axis=-1)
+    elif x.shape[-1] == 3 and channels == 1:
+      x = (x.astype(np.float32) / 255.0) @ _GREY[:, None]
+    else:
+      raise DataError(f'cannot convert {x.shape[-1]}-channel images to {channels} channels')
+  h, w = x.shape[1], x.shape[2]
+  if (h, w) == (height, width):
+    return x
+  mode = resize_mode
+  if mode == 'auto':
+    mode = 'pad' if 0 <= height - h <= 8 and 0 <= width - w <= 8 else 'resize'
+  if mode == 'pad':
+    if h > height or w > width:
+      raise DataError(f'cannot pad {h}x{w} images to {height}x{width}; use resize_mode=resize')
+    top, left = (height - h) // 2, (width - w) // 2
+    return np.pad(x, ((0, 0), (top, height - h - top), (left, width - w - left), (0, 0)))
+  x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
+  resize = jax.jit(lambda c: jax.image.resize(c, (c.shape[0], height, width, c.shape[-1]),
+                                              'bilinear', antialias=True))
+  return np.concatenate([np.asarray(resize(x[i:i + 1024])) for i in range(0, len(x), 1024)])
+
+
+def put(images: np.ndarray, labels: np.ndarray, image_shape, resize_mode: str,
+        sharding: jax.sharding.Sharding) -> DeviceSplit:
+  """Fits a split and puts it on the device(s) with `sharding` (replicated: every device holds
+  the split, so any example can join any device's share of a batch)."""
+  fitted = fit(images, image_shape, resize_mode)
+  return DeviceSplit(jax.device_put(fitted, sharding),
+                     jax.device_put(np.asarray(labels, np.int32), sharding))
+
+
+def nbytes(images: np.ndarray, image_shape, resize_mode: str = 'auto') -> int:
+  """Device memory a split takes once fitted (without fitting it)."""
+  height, width, channels = image_shape
+  h, w = images.shape[1], images.shape[2]
+  exact = images.shape[-1] in (1, channels) and (
+      (h, w) == (height, width) or (resize_mode != 'resize' and 0 <= height - h <= 8
+                                    and 0 <= width - w <= 8))
+  return len(images) * height * width * channels * (1 if exact else 4)
+
+
+def _normalise(x, mean, std):
+  x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
+  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def _crop(image, offset, padding):
+  """Zero-pads one (H, W, C) image by `padding` and crops it back at `offset` (2,)."""
+  h, w, c = image.shape
+  padded = jnp.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+  return jax.lax.dynamic_slice(padded, (offset[0], offset[1], 0), (h, w, c))
+
+
+def train_batch(split: DeviceSplit, seed, step, *, batch_size: int, steps_per_epoch: int,
+                mean, std, augment: str = 'none', crop_padding: int = 4) -> dict:
+  """Global training batch `step` (jit it; `seed` and `step` may be traced): the examples at
+  positions [i * B, (i + 1) * B) of epoch e's permutation, augmented and normalised."""
+  key = jax.random.PRNGKey(seed)
+  epoch, in_epoch = step // steps_per_epoch, step % steps_per_epoch
+  order = jax.random.permutation(jax.random.fold_in(key, epoch), len(split))
+  index = jax.lax.dynamic_slice(order, (in_epoch * batch_size,), (batch_size,))
+  x = split.images[index]
+  # Normalised after the crop's zero padding, as the tf.data pipeline does (padding = black).
+  x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
+  if augment != 'none':
+    crop_key, flip_key = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, 1 << 30),
+                                                             step))
+    if 'crop' in augment:
+      offsets = jax.random.randint(crop_key, (batch_size, 2), 0, 2 * crop_padding + 1)
+      x = jax.vmap(functools.partial(_crop, padding=crop_padding))(x, offsets)
+    if 'flip' in augment:
+      flips = jax.random.bernoulli(flip_key, 0.5, (batch_size,))
+      x = jnp.where(flips[:, None, None, None], x[:, :, ::-1], x)
+  return {'image': _normalise(x, mean, std), 'label': split.labels[index]}
+
+
+def eval_batch(split: DeviceSplit, index, *, batch_size: int, mean, std) -> dict:
+  """Evaluation batch `index` (may be traced), in order; past the end it repeats the last example
+  with mask 0, so every example counts exactly once."""
+  positions = index * batch_size + jnp.arange(batch_size)
+  take = jnp.minimum(positions, len(split) - 1)
+  return {'image': _normalise(split.images[take], mean, std), 'label': split.labels[take],
+          'mask': (positions < len(split)).astype(jnp.float32)}
