@@ -1,16 +1,21 @@
-"""What every launcher shares: quiet start-up, and user errors as one line instead of a traceback."""
+"""What every launcher shares: quiet start-up, user errors as one line instead of a traceback, and
+a run stopped by a signal as one line and exit status 128 + the signal number."""
 
+import difflib
+import logging as std_logging
+import os
+import signal
 import sys
 
 from absl import flags, logging
 
-from cnn_zoo import errors
+from cnn_zoo import errors, outputs
 
 flags.DEFINE_bool('debug', False, 'Show the full traceback of an error.')
 
-# User errors: a wrong config value, bad data, an input too small for a model, a busy workdir;
-# and a run stopped by a NaN, which the message explains.
-USER_ERRORS = (ValueError, errors.DataError, FileNotFoundError, errors.NonFiniteError)
+# User errors: a wrong config value, bad data, an input too small for a model, a busy or unwritable
+# workdir; and a run stopped by a NaN, which the message explains. Anything else is a bug: traceback.
+USER_ERRORS = (errors.UserError,)
 
 
 def _one_line(e: BaseException) -> str:
@@ -30,10 +35,54 @@ def parse_flags(argv):
   """absl's flag parsing, with a bad flag or config override reported in one line (app.run's
   flags_parser)."""
   try:
-    return flags.FLAGS(argv)
+    argv = flags.FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
-    print(f'error: {_one_line(e)}', file=sys.stderr)
+    print(f'error: {_config_file_error(e) or _one_line(e)}', file=sys.stderr)
     sys.exit(2)
+  missing = _missing_config_file()
+  if missing:
+    print(f'error: {missing}', file=sys.stderr)
+    sys.exit(2)
+  return argv
+
+
+def _config_file_error(e: BaseException) -> str:
+  """`--config=FILE:ARG` whose get_config raised: the flag and its reason, not the traceback."""
+  text = str(e)
+  if 'Error whilst parsing config file' not in text:
+    return ''
+  flag = text.split(': Error whilst parsing config file', 1)[0].removeprefix('flag ')
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  reason = lines[-1]
+  for prefix in ('ValueError: ', 'TypeError: ', 'cnn_zoo.errors.ConfigError: '):
+    reason = reason.removeprefix(prefix)
+  return f'{flag}: {reason}'
+
+
+def _missing_config_file() -> str:
+  """A config file flag whose file could not be loaded (ml_collections defers that error)."""
+  for name in flags.FLAGS:
+    flag = flags.FLAGS[name]
+    if type(flag.parser).__name__ != 'ConfigFileFlagParser' or flag.value is None:
+      continue
+    try:
+      getattr(flag.value, 'keys')
+    except OSError:
+      path = getattr(flag, 'config_filename', '').split(':', 1)[0]
+      return f'--{name}={path}: no such config file{_closest_files(path)}'
+  return ''
+
+
+def _closest_files(path: str) -> str:
+  folder = os.path.dirname(path) or '.'
+  try:
+    files = sorted(f for f in os.listdir(folder) if f.endswith('.py') and not f.startswith('_'))
+  except OSError:
+    return f' (no folder {folder})'
+  close = difflib.get_close_matches(os.path.basename(path), files, n=3, cutoff=0.5)
+  shown = close or files
+  label = 'did you mean' if close else 'config files there'
+  return f' ({label}: {", ".join(os.path.join(folder, f) for f in shown)})' if shown else ''
 
 
 def run(fn, *args, **kwargs):
@@ -46,6 +95,16 @@ def run(fn, *args, **kwargs):
     print(f'error: {_one_line(e)}', file=sys.stderr)
     logging.flush()
     sys.exit(2)
+  except errors.Stopped as e:
+    print(f'stopped: {e}', file=sys.stderr)
+    logging.flush()
+    sys.exit(e.exit_code)
+  except KeyboardInterrupt:  # Ctrl-C before a run handles it, or a second one: stop at once
+    if flags.FLAGS.is_parsed() and flags.FLAGS.debug:
+      raise
+    print('stopped: SIGINT, at once; what was saved before is kept', file=sys.stderr)
+    logging.flush()
+    sys.exit(128 + signal.SIGINT)
 
 
 
@@ -56,4 +115,17 @@ class _QuietLibraries:
     return record.levelno > 20 or 'cnn_zoo' in record.pathname or 'experiments' in record.pathname
 
 
+class _OneLineStorageErrors:
+  """Drops orbax's own tracebacks of a checkpoint the disk refused (full, read-only): the run
+  reports that in one line naming the path. Its other errors pass."""
+
+  def filter(self, record) -> bool:
+    if record.levelno < 40 or 'orbax' not in record.pathname:
+      return True
+    cause = record.exc_info[1] if record.exc_info else None
+    return not (outputs.storage_reason(cause) or
+                outputs.storage_reason(Exception(record.getMessage())))
+
+
 logging.get_absl_handler().addFilter(_QuietLibraries())
+std_logging.getLogger('absl').addFilter(_OneLineStorageErrors())

@@ -5,15 +5,23 @@ config has every field and an unknown field is an error.
 """
 
 import dataclasses
+import math
 
 import ml_collections
+import numpy as np
 
+from cnn_zoo import errors
 from cnn_zoo import models
+from cnn_zoo.models import registry
 from cnn_zoo.models import conv
 from cnn_zoo.train import optim
 
 DTYPES = ('float32', 'bfloat16')
 NONFINITE = ('stop', 'skip')
+# Bounds that keep counts inside the int32 the step counts in, and sizes that can be built at all.
+MAX_INT = 2**31 - 1
+MAX_IMAGE_SIZE = 4096
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -66,16 +74,47 @@ def defaults() -> ml_collections.ConfigDict:
 def _choice(config, field, choices):
   value = config[field]
   if value not in choices:
-    raise ValueError(f'config.{field}={value!r} is not valid; valid choices: {", ".join(choices)}')
+    if field == 'model':
+      raise errors.ConfigError(f'config.model={value!r} is not valid; {registry.suggest(value)}')
+    raise errors.ConfigError(f'config.{field}={value!r} is not valid; valid choices: '
+                             f'{", ".join(choices)}')
 
 
-def _at_least(config, field, low, *, strict=False):
+def _at_least(config, field, low, *, strict=False, high=None):
   value = config[field]
   if isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise ValueError(f'config.{field}={value!r} must be a number')
+    raise errors.ConfigError(f'config.{field}={value!r} must be a number')
   if value < low or (strict and value == low):
     relation = '>' if strict else '>='
-    raise ValueError(f'config.{field}={value!r} is out of range; it must be {relation} {low}')
+    raise errors.ConfigError(f'config.{field}={value!r} is out of range; it must be {relation} {low}')
+  if high is not None and value > high:
+    raise errors.ConfigError(f'config.{field}={value!r} is out of range; it must be <= {high}')
+
+
+def _below_one(config, field):
+  if not 0 <= config[field] < 1:
+    raise errors.ConfigError(f'config.{field}={config[field]!r} must be in [0, 1)')
+
+
+def _numbers(tree, prefix='config'):
+  """(name, value) of every number in a config, lists and model_kwargs included."""
+  items = tree.items() if hasattr(tree, 'items') else enumerate(tree)
+  for key, value in items:
+    name = f'{prefix}.{key}' if hasattr(tree, 'items') else f'{prefix}[{key}]'
+    if hasattr(value, 'items') or isinstance(value, (list, tuple)):
+      yield from _numbers(value, name)
+    elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+      yield name, value
+
+
+def _check_finite(config):
+  """Refuses NaN, Inf and floats beyond float32 anywhere: they can never be right."""
+  for name, value in _numbers(config):
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+      raise errors.NonFiniteConfigError(f'{name}={value!r} is not a finite number')
+    if isinstance(value, (float, np.floating)) and abs(value) > FLOAT32_MAX:
+      raise errors.NonFiniteConfigError(f'{name}={value!r} overflows float32 (the largest is '
+                                        f'{FLOAT32_MAX:.4g})')
 
 
 def _check_model_kwargs(config):
@@ -85,18 +124,20 @@ def _check_model_kwargs(config):
                  if f.init and f.name not in ('parent', 'name', 'num_classes', 'dtype'))
   unknown = sorted(set(config.model_kwargs.keys()) - set(taken))
   if unknown:
-    raise ValueError(f'config.model_kwargs {", ".join(unknown)} is not an argument of model '
+    raise errors.ConfigError(f'config.model_kwargs {", ".join(unknown)} is not an argument of model '
                      f'{config.model!r}; valid choices: {", ".join(taken) or "none"}')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError with one line naming the field, the value and the valid choices."""
+  """Raises ConfigError (a ValueError) with one line naming the field, the value and the valid
+  choices."""
   # The data side needs TensorFlow; defaults() alone (the step benchmark) runs with JAX only.
   from cnn_zoo.data import pipeline, sources  # pylint: disable=g-import-not-at-top
   unknown = sorted(set(config.keys()) - set(defaults().keys()))
   if unknown:
-    raise ValueError(f'unknown config field(s) {", ".join(unknown)}; valid fields: '
-                     f'{", ".join(sorted(defaults().keys()))}')
+    raise errors.ConfigError(f'unknown config field(s) {", ".join(unknown)}; valid fields: '
+                             f'{", ".join(sorted(defaults().keys()))}')
+  _check_finite(config)
   _choice(config, 'model', models.names())
   _check_model_kwargs(config)
   sources.check_name(config.dataset)
@@ -108,19 +149,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, 'dtype', DTYPES)
   _choice(config, 'nonfinite', NONFINITE)
   _choice(config, 'conv_impl', conv.CONV_IMPLS)
-  for field in ('batch_size', 'learning_rate', 'log_every_steps', 'keep_checkpoints'):
-    _at_least(config, field, 0, strict=True)
-  for field in ('num_epochs', 'eval_batch_size', 'num_classes', 'image_size', 'momentum',
-                'weight_decay', 'grad_clip_norm', 'warmup_epochs', 'label_smoothing',
-                'crop_padding', 'eval_every_epochs', 'checkpoint_every_steps', 'seed'):
-    _at_least(config, field, 0)
+  for field in ('batch_size', 'learning_rate', 'log_every_steps', 'keep_checkpoints', 'adam_eps'):
+    _at_least(config, field, 0, strict=True, high=MAX_INT)
+  for field in ('num_epochs', 'eval_batch_size', 'momentum', 'weight_decay', 'grad_clip_norm',
+                'warmup_epochs', 'label_smoothing', 'crop_padding', 'eval_every_epochs',
+                'checkpoint_every_steps', 'seed', 'adam_b1', 'adam_b2', 'lr_decay_factor'):
+    _at_least(config, field, 0, high=MAX_INT)
+  _at_least(config, 'num_classes', 0, high=sources.MAX_CLASSES)
+  _at_least(config, 'image_size', 0, high=MAX_IMAGE_SIZE)
+  _at_least(config, 'num_train_steps', -MAX_INT, high=MAX_INT)
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
-    raise ValueError(f'config.num_epochs={config.num_epochs!r} must be > 0 '
-                     f'(or give config.num_train_steps > 0)')
-  if config.label_smoothing >= 1:
-    raise ValueError(f'config.label_smoothing={config.label_smoothing!r} must be in [0, 1)')
-  if config.momentum >= 1:
-    raise ValueError(f'config.momentum={config.momentum!r} must be in [0, 1)')
-  if any(not 0 < b < 1 for b in config.lr_boundaries):
-    raise ValueError(f'config.lr_boundaries={tuple(config.lr_boundaries)!r} must be fractions '
-                     f'of the budget, each in (0, 1)')
+    raise errors.ConfigError(f'config.num_epochs={config.num_epochs!r} must be > 0 '
+                             f'(or give config.num_train_steps > 0)')
+  for field in ('label_smoothing', 'momentum', 'adam_b1', 'adam_b2'):
+    _below_one(config, field)
+  if any(isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 < b < 1
+         for b in config.lr_boundaries):
+    raise errors.ConfigError(f'config.lr_boundaries={tuple(config.lr_boundaries)!r} must be '
+                             f'fractions of the budget, each in (0, 1)')

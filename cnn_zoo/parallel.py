@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from cnn_zoo import errors
+
 DATA_AXIS = 'data'
 # Parameters smaller than this stay replicated under shard_params: splitting them saves nothing.
 MIN_SHARDED_SIZE = 2 ** 14
@@ -26,7 +28,7 @@ def initialize(coordinator_address: str = '', num_processes: int = 0, process_id
   """
   if coordinator_address:
     if num_processes < 1 or not 0 <= process_id < num_processes:
-      raise ValueError(f'process_id={process_id} and num_processes={num_processes} must satisfy '
+      raise errors.ConfigError(f'process_id={process_id} and num_processes={num_processes} must satisfy '
                        f'0 <= process_id < num_processes')
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
@@ -75,10 +77,10 @@ def state_shardings(abstract_state, m: Mesh, shard_params: bool):
 def check_batch_size(batch_size: int, name: str = 'batch_size') -> None:
   devices, processes = jax.device_count(), jax.process_count()
   if batch_size % devices:
-    raise ValueError(f'{name}={batch_size} does not divide over the {devices} devices; '
+    raise errors.ConfigError(f'{name}={batch_size} does not divide over the {devices} devices; '
                      f'choose a multiple of {devices}')
   if batch_size % processes:
-    raise ValueError(f'{name}={batch_size} does not divide over the {processes} processes')
+    raise errors.ConfigError(f'{name}={batch_size} does not divide over the {processes} processes')
 
 
 def global_batch(local_batch: dict, m: Mesh) -> dict:

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cnn_zoo import errors
 from cnn_zoo.train import inference
 
 
@@ -20,11 +21,11 @@ def read_image(path: str) -> np.ndarray:
   decode_image scales 16-bit PNGs to 8 bits; an alpha channel is dropped.
   """
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'image not found: {path}')
+    raise errors.NotFoundError(f'image not found: {path}')
   try:
     image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False).numpy()
   except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-    raise ValueError(f'{path}: cannot read it as an image (PNG, JPEG, GIF, BMP or WebP)') from None
+    raise errors.DataError(f'{path}: cannot read it as an image (PNG, JPEG, GIF, BMP or WebP)') from None
   if image.shape[-1] in (2, 4):  # grey + alpha, RGBA
     image = image[..., :-1]
   return image
@@ -39,7 +40,7 @@ def as_dataset_example(run: inference.TrainedRun, image: np.ndarray) -> np.ndarr
   elif x.shape[-1] == 1 and channels == 3:
     x = tf.image.grayscale_to_rgb(x)
   elif x.shape[-1] != channels:
-    raise ValueError(f'cannot give a {x.shape[-1]}-channel image to a run on '
+    raise errors.DataError(f'cannot give a {x.shape[-1]}-channel image to a run on '
                      f'{channels}-channel images')
   if tuple(x.shape[:2]) != (height, width):
     # As cnn_zoo.data.sources resizes images of varying size.
@@ -67,7 +68,7 @@ def class_names(run: inference.TrainedRun) -> list[str]:
 
 def _check_top_k(top_k: int | None) -> None:
   if top_k is not None and top_k < 1:
-    raise ValueError(f'top_k must be at least 1, got {top_k}')
+    raise errors.ConfigError(f'top_k must be at least 1, got {top_k}')
 
 
 def ranked(probabilities: np.ndarray, names: list[str],

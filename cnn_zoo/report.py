@@ -11,6 +11,8 @@ import json
 import os
 import statistics
 
+from cnn_zoo import errors
+
 MARKDOWN, CSV = 'comparison.md', 'comparison.csv'
 PLOTS = ('accuracy_vs_macs.png', 'accuracy_vs_params.png', 'learning_curves.png', 'throughput.png')
 NOT_A_SETTING = ('seed', 'model', 'dataset')  # columns of their own, or aggregated over
@@ -74,7 +76,7 @@ def _read_jsonl(path: str) -> list[dict]:
 def collect(workdir: str) -> list[Run]:
   """Every run directly under `workdir` (a directory holding config.json or results.json)."""
   if not os.path.isdir(workdir):
-    raise FileNotFoundError(f'workdir not found: {workdir}')
+    raise errors.NotFoundError(f'workdir not found: {workdir}')
   runs = []
   for name in sorted(os.listdir(workdir)):
     path = os.path.join(workdir, name)

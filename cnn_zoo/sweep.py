@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ import time
 from typing import Any, Callable
 
 from cnn_zoo import config as config_lib
+from cnn_zoo import errors
 from cnn_zoo import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,28 +97,28 @@ def _plain(tree):
 def _check_field(field: str, where: str) -> None:
   valid = config_lib.defaults().keys()
   if not isinstance(field, str) or field.split('.')[0] not in valid:
-    raise ValueError(f'sweep {where}: {field!r} is not a config field; valid fields: '
+    raise errors.ConfigError(f'sweep {where}: {field!r} is not a config field; valid fields: '
                      f'{", ".join(sorted(valid))}')
 
 
 def _axis_points(i: int, axis) -> list[dict[str, Any]]:
   """The override dicts one axis contributes."""
   if not isinstance(axis, dict) or len(axis) != 1 or next(iter(axis)) not in AXIS_KINDS:
-    raise ValueError(f'sweep axes[{i}] must be {{"product": {{field: [values]}}}} or '
+    raise errors.ConfigError(f'sweep axes[{i}] must be {{"product": {{field: [values]}}}} or '
                      f'{{"zip": {{field: [values], ...}}}}, got {axis!r}')
   kind, fields = next(iter(axis.items()))
   if not isinstance(fields, dict) or not fields:
-    raise ValueError(f'sweep axes[{i}].{kind} must map config fields to lists of values, '
+    raise errors.ConfigError(f'sweep axes[{i}].{kind} must map config fields to lists of values, '
                      f'got {fields!r}')
   for field, values in fields.items():
     _check_field(field, f'axes[{i}].{kind}')
     if not isinstance(values, (list, tuple)) or not values:
-      raise ValueError(f'sweep axes[{i}].{kind}.{field} must be a non-empty list of values, '
+      raise errors.ConfigError(f'sweep axes[{i}].{kind}.{field} must be a non-empty list of values, '
                        f'got {values!r}')
   if kind == 'zip':
     lengths = {field: len(values) for field, values in fields.items()}
     if len(set(lengths.values())) > 1:
-      raise ValueError(f'sweep axes[{i}].zip lists differ in length: '
+      raise errors.ConfigError(f'sweep axes[{i}].zip lists differ in length: '
                        + ', '.join(f'{f} has {n}' for f, n in lengths.items()))
     return [dict(zip(fields, values)) for values in zip(*fields.values())]
   return [dict(zip(fields, values)) for values in itertools.product(*fields.values())]
@@ -127,25 +129,25 @@ def expand(spec) -> list[Point]:
   spec = _plain(spec)
   unknown = sorted(set(spec) - set(SPEC_FIELDS))
   if unknown:
-    raise ValueError(f'unknown sweep field(s) {", ".join(unknown)}; valid fields: '
+    raise errors.ConfigError(f'unknown sweep field(s) {", ".join(unknown)}; valid fields: '
                      f'{", ".join(SPEC_FIELDS)}')
   base = spec.get('base')
   if not isinstance(base, str) or not base:
-    raise ValueError(f'sweep base={base!r} must name a config file, e.g. configs/default.py')
+    raise errors.ConfigError(f'sweep base={base!r} must name a config file, e.g. configs/default.py')
   if not os.path.isfile(os.path.join(ROOT, base.split(':', 1)[0])):
-    raise ValueError(f'sweep base={base!r}: no such config file under {ROOT}')
+    raise errors.ConfigError(f'sweep base={base!r}: no such config file under {ROOT}')
   fixed = report.flatten(spec.get('overrides') or {})
   for field in fixed:
     _check_field(field, 'overrides')
   axes = spec.get('axes') or []
   if not isinstance(axes, (list, tuple)):
-    raise ValueError(f'sweep axes must be a list of product and zip axes, got {axes!r}')
+    raise errors.ConfigError(f'sweep axes must be a list of product and zip axes, got {axes!r}')
   per_axis = [_axis_points(i, axis) for i, axis in enumerate(axes)]
   seen = set(fixed)
   for i, choices in enumerate(per_axis):
     twice = sorted(seen & set(choices[0]))
     if twice:
-      raise ValueError(f'sweep axes[{i}] sets {", ".join(twice)}, already set by '
+      raise errors.ConfigError(f'sweep axes[{i}] sets {", ".join(twice)}, already set by '
                        f'overrides or an earlier axis')
     seen |= set(choices[0])
   points = []
@@ -156,7 +158,7 @@ def expand(spec) -> list[Point]:
   names = [p.name for p in points]
   clashes = sorted({n for n in names if names.count(n) > 1})
   if clashes:
-    raise ValueError(f'sweep points share a name: {", ".join(clashes)}; their values differ only '
+    raise errors.ConfigError(f'sweep points share a name: {", ".join(clashes)}; their values differ only '
                      f'in characters a directory name drops')
   return points
 
@@ -183,8 +185,12 @@ def _recorded_mismatch(point: Point, run_dir: str) -> str:
   path = os.path.join(run_dir, 'config.json')
   if not os.path.exists(path):
     return ''
-  with open(path, encoding='utf-8') as f:
-    recorded = report.flatten(json.load(f))
+  try:
+    with open(path, encoding='utf-8') as f:
+      recorded = report.flatten(json.load(f))
+  except (OSError, ValueError, AttributeError) as e:
+    return (f'{path} is unreadable ({type(e).__name__}); it identifies the run in {run_dir}: '
+            f'restore it from a copy, or give another --workdir')
   for field, wanted in point.all_overrides().items():
     has = recorded.get(field, '<absent>')
     if json.loads(json.dumps(has)) != json.loads(json.dumps(wanted)):
@@ -208,10 +214,53 @@ def _last_error(log_path: str, returncode: int) -> str:
   return f'exit status {returncode}' + (f': {last}' if last else '')
 
 
+class _Children:
+  """The running points' processes, so that a signal to the sweep reaches them (and only once: they
+  run in their own sessions, out of reach of the terminal's Ctrl-C)."""
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._procs = set()
+    self.signum = None  # set once the sweep is asked to stop: no further point starts
+
+  def start(self, args, **kwargs) -> subprocess.Popen:
+    with self._lock:
+      if self.signum is not None:
+        return None
+      proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+      self._procs.add(proc)
+      return proc
+
+  def finished(self, proc):
+    with self._lock:
+      self._procs.discard(proc)
+
+  def forward(self, signum, frame=None):
+    del frame
+    with self._lock:
+      self.signum = self.signum or signum
+      procs = list(self._procs)
+    for proc in procs:
+      try:
+        proc.send_signal(signum)
+      except ProcessLookupError:
+        pass
+
+
+_CHILDREN = _Children()
+
+
 def launch_subprocess(point: Point, workdir: str, log) -> int:
   """Runs the point's training command from the repository root, output into `log`."""
-  return subprocess.run(point.command(workdir, python=sys.executable), cwd=ROOT, stdout=log,
-                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False).returncode
+  proc = _CHILDREN.start(point.command(workdir, python=sys.executable), cwd=ROOT, stdout=log,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+  if proc is None:
+    log.write(f'# not started: the sweep was stopped by {signal.Signals(_CHILDREN.signum).name}\n')
+    return 128 + _CHILDREN.signum
+  try:
+    return proc.wait()
+  finally:
+    _CHILDREN.finished(proc)
 
 
 def run_point(point: Point, workdir: str,
@@ -243,13 +292,19 @@ def run_point(point: Point, workdir: str,
 def run(points: list[Point], workdir: str, *, workers: int = 1,
         launch: Callable[[Point, str, Any], int] = launch_subprocess,
         echo: Callable[[str], None] = print) -> list[Outcome]:
-  """Runs every point, up to `workers` at once; one failing point does not stop the others."""
+  """Runs every point, up to `workers` at once; one failing point does not stop the others.
+
+  SIGTERM or SIGINT to the sweep is passed to its running points, which save a checkpoint and
+  stop; no further point starts, and errors.Stopped is raised once they have exited.
+  """
   if workers < 1:
-    raise ValueError(f'--workers={workers} must be >= 1')
+    raise errors.ConfigError(f'--workers={workers} must be >= 1')
   os.makedirs(workdir, exist_ok=True)
   lock, done, total = threading.Lock(), [0], len(points)
 
   def one(point):
+    if _CHILDREN.signum is not None:
+      return Outcome(point, FAILED, 0.0, 'not started: the sweep was stopped')
     outcome = run_point(point, workdir, launch)
     with lock:
       done[0] += 1
@@ -257,11 +312,24 @@ def run(points: list[Point], workdir: str, *, workers: int = 1,
       echo(f'[{done[0]}/{total}] {outcome.status}{took}: {point.name}: {outcome.message}')
     return outcome
 
+  _CHILDREN.signum = None
+  previous = {}
+  if threading.current_thread() is threading.main_thread():
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      previous[signum] = signal.signal(signum, _CHILDREN.forward)
   pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
   try:
-    return list(pool.map(one, points))
-  finally:  # after Ctrl-C (which the running points receive too), start no further point
+    outcomes = list(pool.map(one, points))
+  finally:
     pool.shutdown(wait=True, cancel_futures=True)
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+  if _CHILDREN.signum is not None:
+    stopped = sum(o.message.startswith(f'exit status {128 + _CHILDREN.signum}') for o in outcomes)
+    raise errors.Stopped(f'sweep stopped by {signal.Signals(_CHILDREN.signum).name}: passed to its '
+                         f'{stopped} running point(s), which saved their checkpoints; rerun the same '
+                         f'command to resume', _CHILDREN.signum)
+  return outcomes
 
 
 def summary(outcomes: list[Outcome], workdir: str) -> str:

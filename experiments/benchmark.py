@@ -10,7 +10,7 @@ import json
 
 from absl import app, flags
 
-from cnn_zoo import benchmark, cli
+from cnn_zoo import benchmark, cli, outputs
 
 _MODELS = flags.DEFINE_list('models', ['lenet5', 'resnet20'], 'Registered model names.')
 _BATCH = flags.DEFINE_integer('batch_size', None, 'Batch size (default: 128 for 32x32 models, '
@@ -28,6 +28,8 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir for --input_pip
 
 
 def _run():
+  if _JSON.value:
+    outputs.writable_file(_JSON.value, '--json')  # before minutes of benchmarking, not after
   results = {'_machine': benchmark.machine()}
   if _PEAK.value:
     results['_machine']['matmul_peak_gflop_s'] = benchmark.matmul_peak_gflop_s()
@@ -45,8 +47,7 @@ def _run():
             f'{r["peak_rss_mb"]:.0f} MB', flush=True)
     results[name] = r
   if _JSON.value:
-    with open(_JSON.value, 'w', encoding='utf-8') as f:
-      json.dump(results, f, indent=2)
+    outputs.write_text(_JSON.value, json.dumps(results, indent=2), '--json')
 
 
 def main(argv):

@@ -2,6 +2,7 @@
 
   python -m experiments.summary --model=resnet20
   python -m experiments.summary --model=alexnet --image_size=224
+  python -m experiments.summary --list   # every registered model, by family
 """
 
 from absl import app, flags
@@ -12,6 +13,15 @@ from cnn_zoo.models import summary
 _MODEL = flags.DEFINE_string('model', 'lenet5', 'A registered model name.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, 'Input height and width (0: canonical).')
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 0, 'Number of classes (0: the default).')
+_LIST = flags.DEFINE_bool('list', False, 'List every registered model with its family and input.')
+
+
+def _list():
+  specs = [models.spec(name) for name in models.names()]
+  width = max(len(s.name) for s in specs)
+  for s in sorted(specs, key=lambda s: (s.family, s.input_shape[0] < 100, s.name)):
+    shape = 'x'.join(map(str, s.input_shape))
+    print(f'{s.name:<{width}}  {s.family:<10} {shape:<11} {s.description}'.rstrip())
 
 
 def _summarize():
@@ -26,7 +36,7 @@ def _summarize():
 
 def main(argv):
   del argv
-  cli.run(_summarize)
+  cli.run(_list if _LIST.value else _summarize)
 
 
 if __name__ == '__main__':

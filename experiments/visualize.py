@@ -9,6 +9,7 @@
 
 from absl import app, flags
 
+from cnn_zoo import errors
 from cnn_zoo import cli, visualize
 
 _OUT_DIR = flags.DEFINE_string('out_dir', 'figures', 'Directory the PNG figures are written to.')
@@ -21,7 +22,7 @@ _INDEX = flags.DEFINE_integer('index', None, 'feature-maps: which test image to 
 
 def _make(figures):
   if len(figures) != 1:
-    raise ValueError(f'name one figure to draw: {", ".join(visualize.COMMANDS)}')
+    raise errors.ConfigError(f'name one figure to draw: {", ".join(visualize.COMMANDS)}')
   text, written = visualize.make(figures[0], _OUT_DIR.value, image=_IMAGE.value,
                                  workdir=_WORKDIR.value, index=_INDEX.value)
   print(text)

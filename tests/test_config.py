@@ -55,7 +55,7 @@ def test_every_config_file_is_documented_and_valid(path):
 
 
 @pytest.mark.parametrize('field,value,message', [
-    ('model', 'lenet6', "config.model='lenet6' is not valid; valid choices: "),
+    ('model', 'lenet6', "config.model='lenet6' is not valid; did you mean lenet5"),
     ('dataset', 'imagenet21k', "unknown dataset 'imagenet21k'"),
     ('optimizer', 'lion', "config.optimizer='lion' is not valid"),
     ('schedule', 'linear', "config.schedule='linear' is not valid"),

@@ -86,7 +86,7 @@ def test_lenet5_reaches_97_percent_on_digits(digits_dir, tmp_path):
 
 
 @pytest.mark.parametrize('override,message', [
-    ('--config.model=lenet6', "error: config.model='lenet6' is not valid; valid choices: "),
+    ('--config.model=lenet6', "error: config.model='lenet6' is not valid; did you mean lenet5"),
     ('--config.bach_size=7', "error: unknown config field 'bach_size' (Did you mean"),
     ('--config.num_epochs=ten', "error: "),
 ])

@@ -140,7 +140,7 @@ def _npz(tmp_path, **overrides):
 
 
 BAD_INPUTS = [
-    ('model', lambda p: 'lenet6', "config.model='lenet6' is not valid; valid choices: "),
+    ('model', lambda p: 'lenet6', "config.model='lenet6' is not valid; did you mean lenet5"),
     ('dataset', lambda p: 'imagenet', "unknown dataset 'imagenet'; valid choices: digits"),
     ('optimizer', lambda p: 'lion', "config.optimizer='lion' is not valid; valid choices: sgd"),
     ('schedule', lambda p: 'linear', "config.schedule='linear' is not valid"),

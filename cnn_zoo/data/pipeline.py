@@ -38,6 +38,18 @@ class Preprocess:
   crop_padding: int = 4
 
 
+def check_fits(where: str, image_shape, model_shape, resize_mode: str) -> None:
+  """Refuses, before anything is compiled, images that preprocessing cannot turn into the model's
+  input: a channel count it cannot convert, or images too large to pad."""
+  (h, w, c), (height, width, channels) = image_shape, model_shape
+  if not (c == channels or c == 1 or (c == 3 and channels == 1)):
+    raise sources.DataError(f'{where}: {c}-channel images cannot be given to a model that takes '
+                            f'{channels} channel(s) (grey images convert to any count, RGB to grey)')
+  if resize_mode == 'pad' and (h > height or w > width):
+    raise sources.DataError(f'{where}: cannot pad {h}x{w} images to {height}x{width}; use '
+                            f'resize_mode=resize')
+
+
 def _convert_channels(x, channels):
   if x.shape[-1] == channels:
     return x

@@ -18,6 +18,10 @@ from cnn_zoo.errors import DataError  # noqa: F401  (also sources.DataError)
 # TFDS datasets cnn_zoo is tested with; any other is reachable as `tfds:NAME`.
 TFDS_DATASETS = ('digits', 'mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'imagenette')
 PREFIXES = ('npz:', 'folder:', 'tfds:')
+# More classes than any classification dataset has: a larger label is a stray value, and a
+# classifier that wide would take minutes and gigabytes to create before anything failed.
+MAX_CLASSES = 100_000
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,17 +67,26 @@ def check_name(name: str) -> None:
     raise DataError(f'unknown dataset {name!r}; valid choices: {valid_names()}')
 
 
-def load(name: str, data_dir: str | None = None, image_size: int | None = None) -> Dataset:
-  """Loads dataset `name`; `image_size` resizes sources whose images vary in size."""
+def load(name: str, data_dir: str | None = None, image_size: int | None = None,
+         num_classes: int | None = None) -> Dataset:
+  """Loads dataset `name`; `image_size` resizes sources whose images vary in size.
+
+  `num_classes` (when given) bounds the labels of local sources; without it their labels must
+  cover 0..max with no gap, so a stray label is an error rather than extra classes.
+  """
   check_name(name)
   if name.startswith('npz:'):
-    return _load_npz(name[len('npz:'):])
+    return _load_npz(name[len('npz:'):], num_classes)
   if name.startswith('folder:'):
-    return _load_folder(name[len('folder:'):], image_size)
+    return _load_folder(name[len('folder:'):], image_size, num_classes)
   return _load_tfds(name.removeprefix('tfds:'), data_dir or None, image_size)
 
 
-def _check_arrays(where: str, images: np.ndarray, labels: np.ndarray, split: str) -> None:
+def _check_arrays(where: str, images, labels, split: str) -> None:
+  for name, array in ((f'x_{split}', images), (f'y_{split}', labels)):
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in 'biuf':
+      raise DataError(f'{where}: {name} must be a numeric array, got '
+                      f'{getattr(array, "dtype", type(array).__name__)}')
   if images.dtype != np.uint8 or images.ndim != 4:
     raise DataError(f'{where}: x_{split} must be uint8 images of shape (N, H, W, C), got '
                     f'{images.dtype} {images.shape}')
@@ -84,13 +97,37 @@ def _check_arrays(where: str, images: np.ndarray, labels: np.ndarray, split: str
     raise DataError(f'{where}: the {split} split is empty')
   if labels.min() < 0:
     raise DataError(f'{where}: y_{split} has a negative label {labels.min()}')
+  if min(images.shape[1:]) < 1:
+    raise DataError(f'{where}: x_{split} has shape {images.shape}: an image dimension is 0')
+  if labels.max() >= MAX_CLASSES:
+    raise DataError(f'{where}: y_{split} has label {labels.max()}, beyond any dataset\'s classes '
+                    f'(at most {MAX_CLASSES:,})')
 
 
-def _load_npz(path: str) -> Dataset:
+def _check_labels(where: str, labels: dict, num_classes: int | None) -> int:
+  """The number of classes: `num_classes` if given (every label below it), else max + 1 with
+  every class in 0..max present, so a stray label cannot add classes silently."""
+  if num_classes:
+    for split, y in labels.items():
+      if y.max() >= num_classes:
+        raise DataError(f'{where}: y_{split}: label {y.max()} is out of range for '
+                        f'num_classes={num_classes}')
+    return num_classes
+  top = max(int(y.max()) for y in labels.values())
+  present = np.unique(np.concatenate(list(labels.values())))
+  if len(present) < top + 1:
+    missing = np.setdiff1d(np.arange(top + 1), present)
+    shown = ', '.join(map(str, missing[:5])) + (', ...' if len(missing) > 5 else '')
+    raise DataError(f'{where}: labels run up to {top} but {len(missing)} of those classes have no '
+                    f'example (label {shown}): a stray label? fix it, or give config.num_classes')
+  return top + 1
+
+
+def _load_npz(path: str, num_classes: int | None = None) -> Dataset:
   if not os.path.isfile(path):
     raise DataError(f'npz dataset file not found: {path}')
   try:
-    with np.load(path) as f:
+    with np.load(path, allow_pickle=False) as f:
       missing = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k not in f.files]
       if missing:
         raise DataError(f'{path}: missing array(s) {", ".join(missing)}; an npz dataset holds '
@@ -105,7 +142,8 @@ def _load_npz(path: str) -> Dataset:
   if arrays['x_train'].shape[1:] != arrays['x_test'].shape[1:]:
     raise DataError(f'{path}: train images {arrays["x_train"].shape[1:]} and test images '
                     f'{arrays["x_test"].shape[1:]} differ in shape')
-  num_classes = int(max(arrays['y_train'].max(), arrays['y_test'].max())) + 1
+  num_classes = _check_labels(path, {'train': arrays['y_train'], 'test': arrays['y_test']},
+                              num_classes)
   return Dataset(f'npz:{path}', Split(arrays['x_train'], arrays['y_train'].astype(np.int32)),
                  Split(arrays['x_test'], arrays['y_test'].astype(np.int32)), num_classes)
 
@@ -179,7 +217,27 @@ def _load_tfds(name: str, data_dir: str | None, image_size: int | None) -> Datas
   return Dataset(name, read('train'), read(test_split), info.features['label'].num_classes)
 
 
-def _load_folder(path: str, image_size: int | None) -> Dataset:
+def _check_class_folders(path: str, test_split: str, num_classes: int | None) -> None:
+  """Refuses class folders that would silently add classes: empty ones and test-only ones."""
+  classes = {}
+  for split in ('train', test_split):
+    root = os.path.join(path, split)
+    classes[split] = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c)))
+    for name in classes[split]:
+      folder = os.path.join(root, name)
+      if not any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(folder)):
+        raise DataError(f'{folder}: an empty class folder (no .jpg, .jpeg or .png) would add a '
+                        f'class with no images; remove it or add its images')
+  stray = sorted(set(classes[test_split]) - set(classes['train']))
+  if stray:
+    raise DataError(f'{os.path.join(path, test_split, stray[0])}: class folder(s) '
+                    f'{", ".join(stray)} have no train/ counterpart; remove or rename them')
+  if num_classes and len(classes['train']) > num_classes:
+    raise DataError(f'{path}/train holds {len(classes["train"])} class folders, more than '
+                    f'num_classes={num_classes}')
+
+
+def _load_folder(path: str, image_size: int | None, num_classes: int | None = None) -> Dataset:
   if not os.path.isdir(path):
     raise DataError(f'image folder not found: {path}')
   splits = {s for s in os.listdir(path) if os.path.isdir(os.path.join(path, s))}
@@ -187,6 +245,7 @@ def _load_folder(path: str, image_size: int | None) -> Dataset:
   if 'train' not in splits or test_split is None:
     raise DataError(f'{path}: an image folder holds train/<class>/* and test/<class>/* '
                     f'(or validation/, val/); found sub-folders: {", ".join(sorted(splits)) or "none"}')
+  _check_class_folders(path, test_split, num_classes)
   try:
     builder = tfds.ImageFolder(path)
   except Exception as e:

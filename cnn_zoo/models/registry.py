@@ -1,10 +1,14 @@
 """The model registry: names -> constructors, canonical input shapes and smallest accepted inputs."""
 
 import dataclasses
+import difflib
+import re
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from cnn_zoo import errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +42,25 @@ def names() -> list[str]:
 
 def spec(name: str) -> ModelSpec:
   if name not in _REGISTRY:
-    raise ValueError(f'unknown model {name!r}; valid choices: {", ".join(names())}')
+    raise errors.ConfigError(f'unknown model {name!r}; {suggest(name)}')
   return _REGISTRY[name]
+
+
+LIST_COMMAND = 'python -m experiments.summary --list'
+
+
+def suggest(name) -> str:
+  """The registered names closest to a wrong one, and the command that lists them all."""
+  name = str(name).lower()
+  family = re.match(r'[a-z]*', name).group()  # 'resnet' of 'resnet99': its family ranks first
+
+  def score(candidate):
+    same_family = bool(family) and candidate.startswith(family)
+    return difflib.SequenceMatcher(None, name, candidate).ratio() + 0.3 * same_family
+
+  close = [n for n in sorted(names(), key=score, reverse=True) if score(n) >= 0.7][:4]
+  closest = f'did you mean {", ".join(close)}? ' if close else ''
+  return f'{closest}`{LIST_COMMAND}` lists all {len(names())} models'
 
 
 def get(name: str, num_classes: int | None = None, dtype: Any = jnp.float32,
@@ -60,9 +81,9 @@ def check_input_shape(name: str, shape: tuple[int, int, int]) -> None:
   s = spec(name)
   h, w, c = shape
   if min(h, w) < s.min_input_size:
-    raise ValueError(
+    raise errors.ConfigError(
         f'image size {h}x{w} is too small for model {name!r}: it needs at least '
         f'{s.min_input_size}x{s.min_input_size} (canonical input {s.input_shape[0]}x'
         f'{s.input_shape[1]}x{s.input_shape[2]})')
   if c != s.input_shape[2]:
-    raise ValueError(f'model {name!r} takes {s.input_shape[2]} input channels, got {c}')
+    raise errors.DataError(f'model {name!r} takes {s.input_shape[2]} input channels, got {c}')

@@ -1,12 +1,34 @@
 """Orbax checkpoints of the train state: atomic saves, the latest few kept, restore on any mesh."""
 
 import os
+import sys
 
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from cnn_zoo import errors
+from cnn_zoo.outputs import storage_reason
 from cnn_zoo.train.state import TrainState
+
+# Where step directories that cannot be restored are moved, beside checkpoints/ (orbax ignores it).
+DAMAGED = 'checkpoints.damaged'
+# Orbax writes this file into every step directory it finishes (orbax-checkpoint >= 0.5).
+_FINISHED_MARK = '_CHECKPOINT_METADATA'
+def _drop_abandoned_reads() -> None:
+  """A restore that fails part-way leaves TensorStore reads whose callbacks find orbax's event
+  loop closed; Python would print each as a traceback. Those (and only those) are dropped."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'cnn_zoo', False):
+    return
+
+  def hook(unraisable):
+    value = unraisable.exc_value
+    if not (isinstance(value, RuntimeError) and str(value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.cnn_zoo = True
+  sys.unraisablehook = hook
 
 
 def _arrays(state: TrainState) -> dict:
@@ -19,41 +41,105 @@ class Checkpoints:
 
   Orbax writes each step into a temporary directory and renames it when complete, so a killed
   save leaves no checkpoint that looks finished; older ones are deleted only after a newer one is.
+  A step directory that is empty, half-copied or unreadable is moved to WORKDIR/checkpoints.damaged
+  (kept for inspection) and the one before it is used.
   """
 
-  def __init__(self, workdir: str, keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    self._manager = ocp.CheckpointManager(
+  def __init__(self, workdir: str, keep: int = 3, move_damaged: bool = True):
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, 'checkpoints')
+    self._keep = keep
+    self._move_damaged = move_damaged  # process 0 only: the directory is shared
+    # A step directory orbax never finished (empty, or an interrupted copy) would make it misread
+    # the others too: set it aside before orbax looks.
+    for step in self._step_dirs():
+      if not os.path.exists(os.path.join(self.directory, str(step), _FINISHED_MARK)):
+        self._set_aside(step, f'no {_FINISHED_MARK}: an interrupted save or copy')
+    self._manager = self._open()
+
+  def _open(self):
+    return ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+        options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True,
                                              enable_async_checkpointing=True))
+
+  def _step_dirs(self) -> list[int]:
+    if not os.path.isdir(self.directory):
+      return []
+    return sorted(int(d) for d in os.listdir(self.directory)
+                  if d.isdigit() and os.path.isdir(os.path.join(self.directory, d)))
+
+  def _set_aside(self, step: int, reason: str) -> None:
+    """Logs one line and moves step's directory out of orbax's sight, keeping it for inspection."""
+    source = os.path.join(self.directory, str(step))
+    target = os.path.join(self.workdir, DAMAGED, str(step))
+    if self._move_damaged:
+      n = 1
+      while os.path.exists(target):
+        n += 1
+        target = os.path.join(self.workdir, DAMAGED, f'{step}-{n}')
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      os.replace(source, target)
+    kept = f'moved it to {target}' if self._move_damaged else f'left it in {source}'
+    logging.warning('checkpoint at step %d is unreadable (%s); %s and trying the previous one',
+                    step, reason, kept)
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
   def save(self, state: TrainState, force: bool = False) -> None:
-    self._manager.save(int(jax.device_get(state.step)), args=ocp.args.StandardSave(_arrays(state)),
-                       force=force)
+    step = int(jax.device_get(state.step))
+    try:
+      # Also raises the error of the previous asynchronous save, if it failed.
+      self._manager.save(step, args=ocp.args.StandardSave(_arrays(state)), force=force)
+    except Exception as e:  # pylint: disable=broad-except
+      self._raise_storage(e, step)
+      raise
 
   def restore_latest(self, template: TrainState) -> TrainState | None:
     """The newest readable checkpoint restored into `template`'s shapes and shardings.
 
-    A checkpoint that fails to restore (truncated, corrupt) is reported and the one before it is
-    tried; None when there is none.
+    A checkpoint that fails to restore (empty, truncated, corrupt) is reported in one line, moved
+    aside and the one before it is tried; None when there is none.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _arrays(template))
-    for step in reversed(self.all_steps()):
+    _drop_abandoned_reads()
+    skipped = set()
+    while True:
+      steps = [s for s in self.all_steps() if s not in skipped]
+      if not steps:
+        return None
+      step = steps[-1]
       try:
         arrays = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning('checkpoint at step %d is unreadable (%s: %s); trying the previous one',
-                        step, type(e).__name__, str(e).splitlines()[0] if str(e) else '')
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        self._manager.close()
+        self._set_aside(step, f'{type(e).__name__}: {first_line}'[:200])
+        skipped.add(step)
+        # An empty step directory makes orbax misread the others too: open the manager afresh.
+        self._manager = self._open()
         continue
       return template.replace(**arrays)
-    return None
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      self._raise_storage(e, None)
+      raise
 
   def close(self) -> None:
     self._manager.close()
+
+  def _raise_storage(self, e: BaseException, step: int | None) -> None:
+    """A checkpoint the disk refused, as one line; any other failure propagates unchanged."""
+    reason = storage_reason(e)
+    if not reason:
+      return
+    del step  # an asynchronous save fails at the next save or wait, not at its own step
+    kept = self._step_dirs()
+    resume = f'the checkpoint at step {kept[-1]} is kept' if kept else 'no checkpoint was kept'
+    raise errors.StorageError(
+        f'cannot write a checkpoint to {self.directory}: {reason}; {resume}; free space (or fix '
+        f'the permissions) and rerun the same command to resume') from e

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cnn_zoo import errors
 from cnn_zoo import models, parallel
 from cnn_zoo.data import pipeline, sources
 from cnn_zoo.train import checkpoint, optim
@@ -38,13 +39,18 @@ def load(workdir: str) -> TrainedRun:
   """Reads WORKDIR/config.json and restores its latest readable checkpoint."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{workdir} holds no run: {path} not found')
-  with open(path, encoding='utf-8') as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    raise errors.NotFoundError(f'{workdir} holds no run: {path} not found')
+  try:
+    with open(path, encoding='utf-8') as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise errors.WorkdirError(f'{path} is unreadable ({type(e).__name__}: '
+                              f'{str(e).splitlines()[0] if str(e) else ""})') from None
   spec = models.spec(config.model)
   size = config.image_size or spec.input_shape[0]
   input_shape = (size, size, spec.input_shape[2])
-  dataset = sources.load(config.dataset, config.data_dir or None, image_size=size)
+  dataset = sources.load(config.dataset, config.data_dir or None, image_size=size,
+                         num_classes=config.num_classes or None)
   model = models.get(config.model, num_classes=config.num_classes or dataset.num_classes,
                      dtype=config.dtype, **config.model_kwargs.to_dict())
   # The optimizer only shapes the checkpoint's opt_state; its schedule values do not matter.
@@ -55,9 +61,10 @@ def load(workdir: str) -> TrainedRun:
   on_here = parallel.replicated(parallel.mesh())
   template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_here),
                           abstract)
-  state = checkpoint.Checkpoints(workdir).restore_latest(template)
+  # A reader moves nothing: the run may be live, or another user's.
+  state = checkpoint.Checkpoints(workdir, move_damaged=False).restore_latest(template)
   if state is None:
-    raise FileNotFoundError(f'{workdir} holds no readable checkpoint')
+    raise errors.NotFoundError(f'{workdir} holds no readable checkpoint')
   mean, std = dataset.channel_stats()
   prep = pipeline.Preprocess(input_shape, tuple(mean), tuple(std), config.resize_mode)
   return TrainedRun(config, model, state.variables(), prep, dataset, int(state.step))

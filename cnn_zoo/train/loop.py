@@ -7,6 +7,8 @@ import json
 import math
 import os
 import platform
+import signal
+import threading
 import time
 
 from absl import logging
@@ -17,7 +19,9 @@ import ml_collections
 import numpy as np
 
 from cnn_zoo import config as config_lib
+from cnn_zoo import errors
 from cnn_zoo import models
+from cnn_zoo import outputs
 from cnn_zoo import parallel
 from cnn_zoo.data import pipeline, sources
 from cnn_zoo.errors import NonFiniteError  # noqa: F401  (also loop.NonFiniteError)
@@ -57,6 +61,7 @@ def make_plan(config, dataset: sources.Dataset) -> Plan:
   size = config.image_size or spec.input_shape[0]
   input_shape = (size, size, spec.input_shape[2])
   models.check_input_shape(config.model, input_shape)
+  pipeline.check_fits(dataset.name, dataset.image_shape, input_shape, config.resize_mode)
   num_classes = config.num_classes or dataset.num_classes
   top_label = int(max(dataset.train.labels.max(), dataset.test.labels.max()))
   if top_label >= num_classes:
@@ -67,10 +72,13 @@ def make_plan(config, dataset: sources.Dataset) -> Plan:
   parallel.check_batch_size(eval_batch_size, 'eval_batch_size')
   steps_per_epoch = len(dataset.train) // config.batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f'config.batch_size={config.batch_size} exceeds the {len(dataset.train)} '
-                     f'training examples of {dataset.name}')
+    raise errors.ConfigError(f'config.batch_size={config.batch_size} exceeds the '
+                             f'{len(dataset.train)} training examples of {dataset.name}')
   total_steps = config.num_train_steps if config.num_train_steps > 0 else \
       max(1, int(math.ceil(config.num_epochs * steps_per_epoch)))
+  if total_steps > config_lib.MAX_INT:
+    raise errors.ConfigError(f'config.num_epochs={config.num_epochs!r} makes {total_steps:,} steps '
+                             f'of {steps_per_epoch:,} per epoch; at most {config_lib.MAX_INT:,}')
   eval_every = int(round(config.eval_every_epochs * steps_per_epoch)) or total_steps
   return Plan(input_shape, num_classes, config.batch_size, eval_batch_size, steps_per_epoch,
               total_steps, eval_every, config.checkpoint_every_steps or eval_every)
@@ -110,20 +118,65 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   is_lead = jax.process_index() == 0
   spec = models.spec(config.model)
   dataset = sources.load(config.dataset, config.data_dir or None,
-                         image_size=config.image_size or spec.input_shape[0])
+                         image_size=config.image_size or spec.input_shape[0],
+                         num_classes=config.num_classes or None)
   plan = make_plan(config, dataset)
-  os.makedirs(workdir, exist_ok=True)
+  workdir_lib.prepare(workdir)
   lock = workdir_lib.Lock(workdir) if is_lead else None
   try:
     if is_lead:
       workdir_lib.check_same_run(workdir, config.to_json(sort_keys=True), overwrite)
-    return _train(config, workdir, dataset, plan, is_lead)
+    with StopSignals() as stop:
+      return _train(config, workdir, dataset, plan, is_lead, stop)
+  except errors.UserError:
+    raise
+  except OSError as e:  # a full disk or lost permissions while writing the metrics or results
+    reason = outputs.storage_reason(e)
+    if not reason:
+      raise
+    raise errors.StorageError(f'cannot write {e.filename or workdir}: {reason}; checkpoints '
+                              f'already written are kept: free space and rerun the same command '
+                              f'to resume') from e
   finally:
     if lock:
       lock.release()
 
 
-def _train(config, workdir, dataset, plan, is_lead) -> dict:
+class StopSignals:
+  """SIGTERM (a scheduler, a preempted VM) and SIGINT (Ctrl-C) ask the loop to save a checkpoint
+  at the current step and stop; a second such signal acts as it would have without this."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():  # handlers live in the main thread
+      for signum in self.SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.signum is None:
+      self.signum = signum
+      logging.warning('%s received: saving a checkpoint after this step, then stopping (send it '
+                      'again to stop at once)', signal.Signals(signum).name)
+      return
+    previous = self._previous.get(signum, signal.SIG_DFL)
+    signal.signal(signum, previous)
+    if callable(previous):
+      previous(signum, frame)
+    else:
+      os.kill(os.getpid(), signum)
+
+  def __exit__(self, *exc):
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+
+
+def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   """The body of train_and_evaluate, once the inputs are known to be good."""
   mean, std = dataset.channel_stats()
   train_prep = pipeline.Preprocess(plan.input_shape, tuple(mean), tuple(std), config.resize_mode,
@@ -141,7 +194,7 @@ def _train(config, workdir, dataset, plan, is_lead) -> dict:
   create = functools.partial(state_lib.create, model, tx, plan.input_shape, config.seed)
   state_sharding = parallel.state_shardings(jax.eval_shape(create), mesh, config.shard_params)
   state = jax.jit(create, out_shardings=state_sharding)()
-  ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
+  ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints, move_damaged=is_lead)
   restored = ckpts.restore_latest(state)  # onto this run's mesh, whatever mesh saved it
   if restored is not None:
     state = restored
@@ -225,13 +278,41 @@ def _train(config, workdir, dataset, plan, is_lead) -> dict:
     window_start += time.perf_counter() - t
     return out
 
+  def stop_signal(synced: bool) -> int | None:
+    """The signal that asked this run to stop; with several processes, agreed at flush points."""
+    if jax.process_count() == 1:
+      return stop.signum
+    if not synced:
+      return None
+    agreed = multihost_utils.process_allgather(np.int32(stop.signum or 0))
+    return int(np.max(agreed)) or None
+
+  def stop_at(step, saved_step, signum):
+    """Saves the state at `step` (after checking its metrics) and raises errors.Stopped."""
+    flush(step)
+    if step > saved_step:
+      ckpts.save(state, force=True)
+    ckpts.wait()
+    ckpts.close()
+    writer.close()
+    name = signal.Signals(signum).name
+    where = (f'saved a checkpoint at step {step} in {ckpts.directory}' if step > start_step else
+             f'nothing new to save{f" (checkpoint at step {step} kept)" if step else ""}')
+    raise errors.Stopped(f'{name} at step {step} of {plan.total_steps}: {where}; rerun the same '
+                         f'command to resume', signum)
+
+  signum = stop_signal(True)
+  if signum:  # during compilation
+    stop_at(start_step, start_step, signum)
+  saved_step = start_step
   for step in range(start_step + 1, plan.total_steps + 1):
     state, metrics = train_fn(state, parallel.global_batch(next(batches), mesh))
     pending.append(metrics)
     window_steps += 1
     last = step == plan.total_steps
-    if step % config.log_every_steps == 0 or step % plan.eval_every_steps == 0 or last or \
-        step % plan.checkpoint_every_steps == 0:
+    synced = step % config.log_every_steps == 0 or step % plan.eval_every_steps == 0 or last or \
+        step % plan.checkpoint_every_steps == 0
+    if synced:
       flush(step)
     if step % plan.eval_every_steps == 0 and not last:
       test = pause(evaluate, eval_fn, state, dataset.test, eval_prep, plan, mesh)
@@ -240,6 +321,10 @@ def _train(config, workdir, dataset, plan, is_lead) -> dict:
                    test['accuracy'], test['top5'])
     if step % plan.checkpoint_every_steps == 0 or last:
       pause(ckpts.save, state)
+      saved_step = step
+    signum = None if last else stop_signal(synced)
+    if signum:
+      stop_at(step, saved_step, signum)
 
   test = evaluate(eval_fn, state, dataset.test, eval_prep, plan, mesh)
   writer.write(plan.total_steps, 'test', {**test, 'epoch': plan.total_steps / plan.steps_per_epoch})

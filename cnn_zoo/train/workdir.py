@@ -4,15 +4,36 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
+
+from cnn_zoo import errors
 
 # Fields that change how a run is watched, not what it computes: a resume may change them.
 OPERATIONAL_FIELDS = ('data_dir', 'log_every_steps', 'keep_checkpoints', 'eval_batch_size')
 # What a run writes; --overwrite removes exactly these.
-RUN_FILES = ('checkpoints', 'tensorboard', 'metrics.jsonl', 'results.json', 'config.json')
+RUN_FILES = ('checkpoints', 'checkpoints.damaged', 'tensorboard', 'metrics.jsonl', 'results.json',
+             'config.json')
+
+WorkdirError = errors.WorkdirError  # the workdir is busy, holds a different run, or is unreadable
 
 
-class WorkdirError(ValueError):
-  """The workdir is busy or holds a different run."""
+def prepare(workdir: str) -> None:
+  """Creates the workdir and checks that it can be written, naming the path when it cannot."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except (FileExistsError, NotADirectoryError):
+    blocker = workdir
+    while blocker and not os.path.exists(blocker):
+      blocker = os.path.dirname(blocker)
+    raise WorkdirError(f'workdir {workdir}: {blocker or workdir} is a file, not a directory; '
+                       f'choose another --workdir') from None
+  except OSError as e:
+    raise errors.StorageError(f'cannot create workdir {workdir}: {e.strerror}') from None
+  try:
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise errors.StorageError(f'workdir {workdir} cannot be written: {e.strerror}') from None
 
 
 class Lock:
@@ -53,8 +74,17 @@ def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
   try:
     with open(path, encoding='utf-8') as f:
       saved = json.load(f)
-  except (OSError, json.JSONDecodeError):
-    saved = {}  # a config.json that never finished writing: the run is not identifiable
+    if not isinstance(saved, dict):
+      raise ValueError(f'a JSON {type(saved).__name__}, not an object')
+  except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+    if overwrite:
+      saved = {}  # replaced below, as asked
+    else:
+      # config.json is written whole and renamed, so this is damage from outside: never suggest
+      # --overwrite, which would delete the run's checkpoints with it.
+      raise WorkdirError(f'{path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0]}); '
+                         f'it identifies the run in {workdir}, whose checkpoints are kept: restore '
+                         f'it from a copy, or train into another --workdir') from None
   from cnn_zoo import config as config_lib  # pylint: disable=g-import-not-at-top
   defaults = json.loads(config_lib.defaults().to_json())
   fields = differing_fields(saved, json.loads(config_json), defaults)

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from cnn_zoo import errors, outputs
 from cnn_zoo import predict
 from cnn_zoo.train import inference
 from cnn_zoo.visualize import activations, figures, ops
@@ -123,9 +124,9 @@ def _pooling(out_dir, image=None, **_):
 
 def _feature_maps(out_dir, image=None, workdir=None, index=None):
   if not workdir:
-    raise ValueError('feature-maps needs --workdir=RUN, the workdir of a trained run')
+    raise errors.ConfigError('feature-maps needs --workdir=RUN, the workdir of a trained run')
   if image and index is not None:
-    raise ValueError('give --image=FILE or --index=N, not both')
+    raise errors.ConfigError('give --image=FILE or --index=N, not both')
   return feature_maps(inference.load(workdir), out_dir, image, index)
 
 
@@ -140,7 +141,7 @@ def feature_maps(run: inference.TrainedRun, out_dir: str, image: str | None = No
   else:
     index = index or 0
     if not 0 <= index < len(run.dataset.test):
-      raise ValueError(f'--index={index} is out of range: the test split of {run.config.dataset} '
+      raise errors.ConfigError(f'--index={index} is out of range: the test split of {run.config.dataset} '
                        f'has {len(run.dataset.test)} images (0..{len(run.dataset.test) - 1})')
     example = run.dataset.test.images[index]
     label = names[run.dataset.test.labels[index]]
@@ -170,10 +171,11 @@ def make(what: str, out_dir: str, image: str | None = None, workdir: str | None 
          index: int | None = None) -> tuple[str, list[tuple[str, int]]]:
   """Writes the figures of `what` into out_dir; returns its text and [(path, bytes)] written."""
   if what not in _MAKERS:
-    raise ValueError(f'unknown figure {what!r}; valid choices: {", ".join(COMMANDS)}')
+    raise errors.ConfigError(f'unknown figure {what!r}; valid choices: {", ".join(COMMANDS)}')
   if what != 'feature-maps' and (workdir or index is not None):
-    raise ValueError(f'--workdir and --index are for feature-maps, not {what}')
+    raise errors.ConfigError(f'--workdir and --index are for feature-maps, not {what}')
   if what == 'convolution' and image:
-    raise ValueError('convolution draws the textbook 5x5 example; --image is for kernels, relu, '
-                     'pooling and feature-maps')
+    raise errors.ConfigError('convolution draws the textbook 5x5 example; --image is for kernels, '
+                             'relu, pooling and feature-maps')
+  outputs.writable_dir(out_dir, '--out_dir')  # before a run is loaded or anything is drawn
   return _MAKERS[what](out_dir, image=image, workdir=workdir, index=index)
