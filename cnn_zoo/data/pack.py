@@ -1,0 +1,84 @@
+"""A dataset as one compact file of JPEGs, to carry where 171 MB of raw CIFAR-10 cannot go.
+
+`pack` encodes every image of an npz dataset as a JPEG (Pillow) and stores the encoded bytes, their
+offsets and the labels in one uncompressed .npz; `unpack` decodes it back to the four arrays an
+`npz:` dataset holds, with numpy and Pillow only. JPEG is lossy: `pack` reports the mean absolute
+pixel difference it introduced, and a round trip is only as exact as that.
+"""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from cnn_zoo.errors import DataError
+
+SPLITS = ('train', 'test')
+
+
+def _encode(image: np.ndarray, quality: int) -> bytes:
+  buffer = io.BytesIO()
+  mode = 'L' if image.shape[-1] == 1 else 'RGB'
+  Image.fromarray(image[..., 0] if mode == 'L' else image, mode).save(
+      buffer, format='JPEG', quality=quality)
+  return buffer.getvalue()
+
+
+def _decode(data: bytes, channels: int) -> np.ndarray:
+  image = np.asarray(Image.open(io.BytesIO(data)).convert('L' if channels == 1 else 'RGB'))
+  return image[..., None] if channels == 1 else image
+
+
+def pack(npz_path: str, out_path: str, quality: int = 75) -> dict:
+  """Writes `out_path` (.npz) from the npz dataset at `npz_path`; returns its size and error."""
+  if not 1 <= quality <= 95:
+    raise DataError(f'quality={quality} is out of range; it must be in 1..95 (Pillow JPEG)')
+  try:
+    with np.load(npz_path) as arrays:
+      data = {k: arrays[k] for k in arrays.files}
+    missing = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k not in data]
+  except (OSError, ValueError) as e:
+    raise DataError(f'{npz_path}: cannot read it as an npz file ({type(e).__name__})') from None
+  if missing:
+    raise DataError(f'{npz_path}: missing array(s) {", ".join(missing)}')
+  out, stats = {}, {'images': 0, 'abs_error_sum': 0.0, 'pixels': 0}
+  for split in SPLITS:
+    images, labels = data[f'x_{split}'], data[f'y_{split}']
+    encoded = [_encode(image, quality) for image in images]
+    out[f'{split}_bytes'] = np.frombuffer(b''.join(encoded), np.uint8)
+    out[f'{split}_offsets'] = np.cumsum([0] + [len(e) for e in encoded]).astype(np.int64)
+    out[f'{split}_labels'] = labels
+    decoded = np.stack([_decode(e, images.shape[-1]) for e in encoded])
+    stats['abs_error_sum'] += float(np.abs(decoded.astype(np.int16) - images).sum())
+    stats['pixels'] += images.size
+    stats['images'] += len(images)
+  out['shape'] = np.asarray(data['x_train'].shape[1:], np.int64)
+  with open(out_path, 'wb') as f:
+    np.savez(f, **out)  # JPEG bytes do not compress further
+  size = sum(out[f'{split}_bytes'].nbytes for split in SPLITS)
+  return {'images': stats['images'], 'jpeg_bytes': size,
+          'bytes_per_image': size / stats['images'],
+          'mean_abs_pixel_error': stats['abs_error_sum'] / stats['pixels'], 'quality': quality}
+
+
+def unpack(packed_path: str) -> dict[str, np.ndarray]:
+  """The x_train, y_train, x_test, y_test arrays of a packed file (uint8 NHWC images)."""
+  try:
+    with np.load(packed_path) as packed:
+      arrays = {k: packed[k] for k in packed.files}
+    channels = int(arrays['shape'][-1])
+    out = {}
+    for split in SPLITS:
+      data, offsets = arrays[f'{split}_bytes'].tobytes(), arrays[f'{split}_offsets']
+      out[f'x_{split}'] = np.stack([_decode(data[a:b], channels)
+                                    for a, b in zip(offsets[:-1], offsets[1:])])
+      out[f'y_{split}'] = arrays[f'{split}_labels']
+  except (OSError, KeyError, ValueError) as e:
+    raise DataError(f'{packed_path}: not a packed dataset ({type(e).__name__}: {e})') from None
+  return out
+
+
+def unpack_to_npz(packed_path: str, npz_path: str) -> None:
+  """Decodes a packed file into an npz that `--config.dataset=npz:PATH` reads."""
+  with open(npz_path, 'wb') as f:
+    np.savez(f, **unpack(packed_path))
