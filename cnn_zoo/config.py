@@ -33,6 +33,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.data_dir = ''  # TFDS data_dir; '' means TFDS_DATA_DIR or ~/tensorflow_datasets
   c.num_classes = 0  # 0: the dataset's
   c.image_size = 0  # 0: the model's canonical size
+  c.weight_init = 'paper'  # each family's own initialisation, or 'flax' (linen's defaults)
   c.resize_mode = 'auto'
   c.augment = 'none'
   c.crop_padding = 4
@@ -121,7 +122,7 @@ def _check_model_kwargs(config):
   """Refuses constructor overrides that the model does not take."""
   module = models.get(config.model)
   taken = sorted(f.name for f in dataclasses.fields(module)
-                 if f.init and f.name not in ('parent', 'name', 'num_classes', 'dtype'))
+                 if f.init and f.name not in ('parent', 'name', 'num_classes', 'dtype', 'weight_init'))
   unknown = sorted(set(config.model_kwargs.keys()) - set(taken))
   if unknown:
     raise errors.ConfigError(f'config.model_kwargs {", ".join(unknown)} is not an argument of model '
@@ -139,6 +140,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                              f'{", ".join(sorted(defaults().keys()))}')
   _check_finite(config)
   _choice(config, 'model', models.names())
+  _choice(config, 'weight_init', models.WEIGHT_INITS)
   _check_model_kwargs(config)
   sources.check_name(config.dataset)
   _choice(config, 'optimizer', optim.OPTIMIZERS)

@@ -142,3 +142,18 @@ def test_paper_is_the_default_and_differs_from_flax():
 def test_unknown_weight_init_is_refused():
   with pytest.raises(ValueError, match="weight_init='he' is not valid; valid choices: paper, flax"):
     _init('lenet5', weight_init='he')
+
+
+def test_the_config_field_reaches_the_model(smoke_config, tmp_path):
+  from cnn_zoo import config as config_lib
+  from cnn_zoo.train import loop
+  smoke_config.num_train_steps = 1
+  digests = {}
+  for rule in ('paper', 'flax'):
+    smoke_config.weight_init = rule
+    digests[rule] = loop.train_and_evaluate(smoke_config, str(tmp_path / rule))['weights_sha256']
+  assert digests['paper'] != digests['flax']
+  smoke_config.weight_init = 'he'
+  with pytest.raises(ValueError, match="config.weight_init='he' is not valid; valid choices: "
+                                       "paper, flax"):
+    config_lib.validate(smoke_config)

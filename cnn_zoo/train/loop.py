@@ -184,7 +184,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   eval_prep = dataclasses.replace(train_prep, augment='none')
 
   model = models.get(config.model, num_classes=plan.num_classes, dtype=config.dtype,
-                     **config.model_kwargs.to_dict())
+                     weight_init=config.weight_init, **config.model_kwargs.to_dict())
   model_summary = summary_lib.summarize(model, plan.input_shape)
   lr_schedule = optim.schedule(config, plan.total_steps, plan.steps_per_epoch)
   tx = optim.optimizer(config, lr_schedule)
