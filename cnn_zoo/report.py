@@ -120,6 +120,41 @@ def group(runs: list[Run]) -> list[Row]:
   return rows
 
 
+TARGET_ACCURACY = 0.9  # the "time to reach" column: small budgets are compared by it
+
+
+def time_to_target(run: Run, target: float = TARGET_ACCURACY) -> tuple[int, float] | None:
+  """(step, training seconds) of the run's first evaluation at or above `target` test top-1,
+  from its metrics log; None if it never got there. The seconds are the cumulative training time
+  of the train record logged at that step (evaluations are not counted)."""
+  train_time = {m['step']: m.get('train_time_s') for m in run.metrics if m.get('split') == 'train'}
+  for m in sorted((m for m in run.metrics if m.get('split') == 'test'), key=lambda m: m['step']):
+    if m.get('accuracy', 0) >= target:
+      return m['step'], train_time.get(m['step'])
+  return None
+
+
+def _to_target_cell(row: Row) -> str:
+  reached = [time_to_target(r) for r in row.runs]
+  got = [r for r in reached if r is not None]
+  if not got:
+    return 'not reached'
+  steps = _pm([float(step) for step, _ in got], 0)
+  seconds = [t for _, t in got if t is not None]
+  text = f'{steps} steps' + (f', {_pm(seconds, 1)} s' if seconds else '')
+  return text if len(got) == len(reached) else f'{text} ({len(got)} of {len(reached)} seeds)'
+
+
+def budget_line(rows: list[Row]) -> str:
+  """The training budget of the compared runs, in one sentence."""
+  budgets = sorted({(r.results.get('steps'), r.results.get('batch_size'),
+                     round(r.results.get('epochs') or 0, 3)) for row in rows for r in row.runs})
+  if len(budgets) == 1 and None not in budgets[0]:
+    steps, batch, epochs = budgets[0]
+    return f'Budget: {steps:,} steps of {batch} images ({epochs:g} epochs) per run.'
+  return 'Budget: not the same for every run; see the epochs column.'
+
+
 def _setting_value(value) -> str:
   if isinstance(value, list):
     return '(' + ','.join(str(v) for v in value) + ')'
@@ -163,32 +198,36 @@ def markdown(rows: list[Row], runs: list[Run], workdir: str) -> str:
   with_setting = any(row.setting for row in rows)
   header = ['model', 'dataset'] + (['setting'] if with_setting else []) + [
       'seeds', 'params', 'MACs', 'test top-1 (%)', 'test top-5 (%)', 'epochs', 'train time (s)',
-      'train images/s']
+      'train images/s', f'to {TARGET_ACCURACY:.0%} top-1']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
   for row in rows:
     cells = [row.model, short_dataset(row.dataset)] + ([row.setting] if with_setting else []) + [
         str(len(row.runs)), _si(row.first('params')), _si(row.first('fwd_macs_per_example')),
         _pm(row.values('test_accuracy', 100), 2), _pm(row.values('test_top5', 100), 2),
         f'{row.first("epochs") or 0:.3g}', _pm(row.values('train_time_s'), 1),
-        _pm(row.values('train_images_per_s'), 0)]
+        _pm(row.values('train_images_per_s'), 0), _to_target_cell(row)]
     lines.append('| ' + ' | '.join(cells) + ' |')
   unfinished = [r.name for r in runs if r.results is None]
   notes = [f'{sum(len(row.runs) for row in rows)} finished run(s) in {workdir}, '
            f'{len(rows)} configuration(s).',
            'Mean ± sample standard deviation (n - 1) over seeds; no ± for a single seed. '
            'Trainable parameters and forward multiply-accumulates per example; '
-           'top-1/top-5 over the whole test split.']
+           'top-1/top-5 over the whole test split. '
+           f'"to {TARGET_ACCURACY:.0%} top-1": the first evaluation at or above it, in steps and '
+           'seconds of training (evaluations not counted); it is only as fine as the evaluations '
+           'the runs made.']
   if unfinished:
     notes.append(f'Not finished (left out): {", ".join(unfinished)}.')
   if not rows:
     lines = ['No finished runs yet.']
-  return '# Comparison\n\n' + '\n'.join(lines) + '\n\n' + '\n'.join(notes) + '\n'
+  return '# Comparison\n\n' + budget_line(rows) + '\n\n' + '\n'.join(lines) + '\n\n' + '\n'.join(notes) + '\n'
 
 
 CSV_COLUMNS = ('model', 'dataset', 'setting', 'seeds', 'runs', 'params', 'fwd_macs_per_example',
                'test_top1_pct_mean', 'test_top1_pct_std', 'test_top5_pct_mean',
                'test_top5_pct_std', 'epochs', 'train_time_s_mean', 'train_time_s_std',
-               'train_images_per_s_mean', 'train_images_per_s_std')
+               'train_images_per_s_mean', 'train_images_per_s_std', 'steps_to_target_mean',
+               'seconds_to_target_mean', 'seeds_reaching_target')
 
 
 def csv_rows(rows: list[Row]) -> list[dict]:
@@ -206,6 +245,12 @@ def csv_rows(rows: list[Row]) -> list[dict]:
       mean, std = mean_std(row.values(key, scale))
       record[f'{column}_mean'] = '' if mean is None else round(mean, 6)
       record[f'{column}_std'] = '' if std is None else round(std, 6)
+    reached = [t for t in (time_to_target(r) for r in row.runs) if t is not None]
+    steps, _ = mean_std([float(step) for step, _ in reached])
+    seconds, _ = mean_std([t for _, t in reached if t is not None])
+    record['steps_to_target_mean'] = '' if steps is None else round(steps, 6)
+    record['seconds_to_target_mean'] = '' if seconds is None else round(seconds, 6)
+    record['seeds_reaching_target'] = len(reached)
     out.append(record)
   return out
 

@@ -12,9 +12,9 @@ from cnn_zoo import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENET = {'model': 'lenet5', 'dataset': 'digits', 'params': 61_706,
-         'fwd_macs_per_example': 416_520, 'epochs': 2.0}
+         'fwd_macs_per_example': 416_520, 'epochs': 2.0, 'steps': 20, 'batch_size': 16}
 RESNET = {'model': 'resnet20', 'dataset': 'digits', 'params': 269_722,
-          'fwd_macs_per_example': 40_551_040, 'epochs': 2.0}
+          'fwd_macs_per_example': 40_551_040, 'epochs': 2.0, 'steps': 20, 'batch_size': 16}
 
 
 def _run(workdir, name, config, results=None, curve=()):
@@ -24,7 +24,8 @@ def _run(workdir, name, config, results=None, curve=()):
   (path / 'config.json').write_text(json.dumps({'data_dir': '', 'model_kwargs': {}, **config}))
   lines = []
   for epoch, accuracy, loss in curve:
-    lines.append({'step': int(10 * epoch), 'split': 'train', 'loss': loss, 'epoch': epoch})
+    lines.append({'step': int(10 * epoch), 'split': 'train', 'loss': loss, 'epoch': epoch,
+                  'train_time_s': 4.0 * epoch})
     lines.append({'step': int(10 * epoch), 'split': 'test', 'accuracy': accuracy, 'epoch': epoch})
   (path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
   if results is not None:
@@ -56,12 +57,13 @@ def test_table_aggregates_seeds_as_mean_and_sample_std(sweep_dir):
   table = [line for line in text.splitlines() if line.startswith('|')]
   assert table == [
       '| model | dataset | setting | seeds | params | MACs | test top-1 (%) | test top-5 (%) '
-      '| epochs | train time (s) | train images/s |',
-      '|---|---|---|---|---|---|---|---|---|---|---|',
+      '| epochs | train time (s) | train images/s | to 90% top-1 |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|',
       '| lenet5 | digits | learning_rate=0.05 | 2 | 61.71K | 416.52K | 92.50 ± 3.54 '
-      '| 99.50 ± 0.71 | 2 | 11.0 ± 1.4 | 950 ± 71 |',
+      '| 99.50 ± 0.71 | 2 | 11.0 ± 1.4 | 950 ± 71 | 20 ± 0 steps, 8.0 ± 0.0 s |',
       '| resnet20 | digits | learning_rate=0.1 | 1 | 269.72K | 40.55M | 97.50 | 100.00 | 2 '
-      '| 100.0 | 50 |']
+      '| 100.0 | 50 | 10 steps, 4.0 s |']
+  assert text.splitlines()[2] == 'Budget: 20 steps of 16 images (2 epochs) per run.'
   assert '3 finished run(s)' in text and '2 configuration(s)' in text
   assert 'sample standard deviation (n - 1)' in text
   assert 'Not finished (left out): model=resnet20,seed=1.' in text
@@ -79,7 +81,8 @@ def test_csv_holds_exact_numbers(sweep_dir):
       'test_top1_pct_std': '3.535534', 'test_top5_pct_mean': '99.5',
       'test_top5_pct_std': '0.707107', 'epochs': '2.0', 'train_time_s_mean': '11.0',
       'train_time_s_std': '1.414214', 'train_images_per_s_mean': '950.0',
-      'train_images_per_s_std': '70.710678'}
+      'train_images_per_s_std': '70.710678', 'steps_to_target_mean': '20.0',
+      'seconds_to_target_mean': '8.0', 'seeds_reaching_target': '2'}
   assert (rows[1]['model'], rows[1]['seeds'], rows[1]['test_top1_pct_mean'],
           rows[1]['test_top1_pct_std']) == ('resnet20', '0', '97.5', '')
 
@@ -106,7 +109,21 @@ def test_one_seed_per_configuration_has_no_setting_column_or_plus_minus(tmp_path
           'train_images_per_s': None, 'epochs': 0.359551})
   table = [line for line in report.write(str(tmp_path)).splitlines() if line.startswith('|')]
   assert table[0].startswith('| model | dataset | seeds | params |')
-  assert table[2] == '| lenet5 | digits | 1 | 61.71K | 416.52K | 50.00 | 75.00 | 0.36 | 1.2 | – |'
+  assert table[2] == ('| lenet5 | digits | 1 | 61.71K | 416.52K | 50.00 | 75.00 | 0.36 | 1.2 | – '
+                      '| not reached |')
+
+
+def test_time_to_target_is_the_first_evaluation_that_reaches_it(tmp_path):
+  _run(tmp_path, 'a', {'model': 'lenet5', 'seed': 0}, {**LENET, 'test_accuracy': 0.95},
+       curve=[(1.0, 0.5, 1.0), (2.0, 0.91, 0.5), (3.0, 0.89, 0.4), (4.0, 0.95, 0.3)])
+  _run(tmp_path, 'b', {'model': 'lenet5', 'seed': 1}, {**LENET, 'test_accuracy': 0.8},
+       curve=[(1.0, 0.5, 1.0), (2.0, 0.8, 0.5)])
+  runs = {r.name: r for r in report.collect(str(tmp_path))}
+  assert report.time_to_target(runs['a']) == (20, 8.0)
+  assert report.time_to_target(runs['b']) is None
+  assert report.time_to_target(runs['b'], target=0.8) == (20, 8.0)
+  row, = report.group(list(runs.values()))
+  assert report._to_target_cell(row) == '20 steps, 8.0 s (1 of 2 seeds)'
 
 
 def test_an_empty_or_missing_workdir(tmp_path):
