@@ -2,8 +2,11 @@
 
 import json
 import os
+import time
 
-import tensorflow as tf
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.scalar import summary_v2 as scalar_summary
+from tensorboard.summary.writer import event_file_writer
 
 
 class MetricWriter:
@@ -16,7 +19,8 @@ class MetricWriter:
       path = os.path.join(workdir, 'metrics.jsonl')
       self.kept = _keep_up_to(path, resume_step)
       self._jsonl = open(path, 'a', encoding='utf-8')
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      # TensorBoard's own event-file writer: no TensorFlow needed to write what it reads.
+      self._tb = event_file_writer.EventFileWriter(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, split: str, values: dict) -> None:
     if not self.enabled:
@@ -25,10 +29,11 @@ class MetricWriter:
     # One write of a whole line, flushed at once, so a killed run leaves no torn record.
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
-    with self._tb.as_default(step=int(step)):
-      for k, v in record.items():
-        if k not in ('step', 'split') and isinstance(v, (int, float)):
-          tf.summary.scalar(f'{split}/{k}', v)
+    scalars = [scalar_summary.scalar_pb(f'{split}/{k}', v).value[0] for k, v in record.items()
+               if k not in ('step', 'split') and isinstance(v, (int, float))]
+    if scalars:
+      self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                         summary=summary_pb2.Summary(value=scalars)))
 
   def kept_record(self, step: int, split: str) -> dict:
     """The record an earlier process of this run wrote at (step, split), or {}."""
