@@ -36,6 +36,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.weight_init = 'paper'  # each family's own initialisation, or 'flax' (linen's defaults)
   c.resize_mode = 'auto'
   c.augment = 'none'
+  c.input_pipeline = 'auto'  # device: batches computed on the device; tfdata: on the host
   c.crop_padding = 4
   # Budget: num_train_steps > 0 overrides num_epochs.
   c.batch_size = 128
@@ -133,7 +134,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (a ValueError) with one line naming the field, the value and the valid
   choices."""
   # The data side needs TensorFlow; defaults() alone (the step benchmark) runs with JAX only.
-  from cnn_zoo.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  from cnn_zoo.data import inputs, preprocess, sources  # pylint: disable=g-import-not-at-top
   unknown = sorted(set(config.keys()) - set(defaults().keys()))
   if unknown:
     raise errors.ConfigError(f'unknown config field(s) {", ".join(unknown)}; valid fields: '
@@ -146,8 +147,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, 'optimizer', optim.OPTIMIZERS)
   _choice(config, 'schedule', optim.SCHEDULES)
   _choice(config, 'weight_decay_mode', ('',) + optim.WEIGHT_DECAY_MODES)
-  _choice(config, 'augment', pipeline.AUGMENTATIONS)
-  _choice(config, 'resize_mode', pipeline.RESIZE_MODES)
+  _choice(config, 'augment', preprocess.AUGMENTATIONS)
+  _choice(config, 'input_pipeline', inputs.INPUT_PIPELINES)
+  _choice(config, 'resize_mode', preprocess.RESIZE_MODES)
   _choice(config, 'dtype', DTYPES)
   _choice(config, 'nonfinite', NONFINITE)
   _choice(config, 'conv_impl', conv.CONV_IMPLS)

@@ -26,9 +26,10 @@ def _split(n=50, shape=(8, 8, 3), seed=0):
 
 
 def _batch_fn(split, batch_size, augment='none', padding=2):
-  return jax.jit(functools.partial(dp.train_batch, split, batch_size=batch_size,
-                                   steps_per_epoch=len(split) // batch_size, mean=(0.0,) * 3,
-                                   std=(1.0,) * 3, augment=augment, crop_padding=padding))
+  fn = jax.jit(functools.partial(dp.train_batch, batch_size=batch_size,
+                                 steps_per_epoch=len(split) // batch_size, mean=(0.0,) * 3,
+                                 std=(1.0,) * 3, augment=augment, crop_padding=padding))
+  return lambda seed, step: fn(split, step, seed)
 
 
 def test_each_epoch_is_a_permutation_and_drops_the_partial_batch():
@@ -117,12 +118,12 @@ mesh = parallel.mesh()
 rng = np.random.default_rng(0)
 split = dp.put(rng.integers(0, 256, (100, 8, 8, 3), dtype=np.uint8), np.arange(100), (8, 8, 3),
                'auto', parallel.replicated(mesh))
-fn = jax.jit(functools.partial(dp.train_batch, split, batch_size=32, steps_per_epoch=3,
+fn = jax.jit(functools.partial(dp.train_batch, batch_size=32, steps_per_epoch=3,
                                mean=(0.5,) * 3, std=(0.25,) * 3, augment='crop_flip'),
              out_shardings=parallel.batch_sharded(mesh))
 out = {}
 for step in (0, 4, 7):
-  b = fn(0, step)
+  b = fn(split, step, 0)
   assert len(b['image'].sharding.device_set) == jax.device_count()
   out[step] = hashlib.sha256(np.asarray(b['image']).tobytes() + np.asarray(b['label']).tobytes()
                              ).hexdigest()

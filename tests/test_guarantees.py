@@ -163,6 +163,7 @@ def _small_config(smoke_config, steps=12):
   smoke_config.keep_checkpoints = 10
   smoke_config.log_every_steps = 100  # metrics are checked only where a checkpoint is due
   smoke_config.batch_size = 16
+  smoke_config.input_pipeline = 'tfdata'  # the tests below patch the host pipeline's batches
   return smoke_config
 
 

@@ -10,22 +10,24 @@ would have seen, on any number of devices. The same preprocessing as the tf.data
 paths give different (equally valid) batch orders, so a run keeps the path it started with.
 """
 
-import dataclasses
 import functools
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cnn_zoo.errors import DataError
+from cnn_zoo.data.preprocess import stats_for_channels  # noqa: F401
 
 # ITU-R 601 luma weights, as tf.image.rgb_to_grayscale.
 _GREY = np.array([0.2989, 0.5870, 0.1140], np.float32)
 
 
-@dataclasses.dataclass(frozen=True)
+@flax.struct.dataclass
 class DeviceSplit:
-  """A split in device memory, fitted to the model's (H, W, C)."""
+  """A split in device memory, fitted to the model's (H, W, C); a pytree, so compiled batch
+  functions take it as an argument rather than baking it in as a constant."""
   images: jax.Array  # (N, H, W, C): uint8, or float32 in [0, 1] where fitting made new values
   labels: jax.Array  # int32 (N,)
 
@@ -93,9 +95,9 @@ def _crop(image, offset, padding):
   return jax.lax.dynamic_slice(padded, (offset[0], offset[1], 0), (h, w, c))
 
 
-def train_batch(split: DeviceSplit, seed, step, *, batch_size: int, steps_per_epoch: int,
+def train_batch(split: DeviceSplit, step, seed, *, batch_size: int, steps_per_epoch: int,
                 mean, std, augment: str = 'none', crop_padding: int = 4) -> dict:
-  """Global training batch `step` (jit it; `seed` and `step` may be traced): the examples at
+  """Global training batch `step` (jit it; `step` and `seed` may be traced): the examples at
   positions [i * B, (i + 1) * B) of epoch e's permutation, augmented and normalised."""
   key = jax.random.PRNGKey(seed)
   epoch, in_epoch = step // steps_per_epoch, step % steps_per_epoch

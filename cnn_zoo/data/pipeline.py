@@ -10,7 +10,6 @@ model's size, augment (pad-and-crop, horizontal flip; training only), normalise 
 mean and std.
 """
 
-import dataclasses
 import math
 from typing import Iterator
 
@@ -19,36 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from cnn_zoo.data import sources
+from cnn_zoo.data.preprocess import (AUGMENTATIONS, RESIZE_MODES, Preprocess,  # noqa: F401
+                                     check_fits, stats_for_channels)
 
 # TensorFlow only feeds the host; keep it off any accelerator JAX is using.
 tf.config.set_visible_devices([], 'GPU')
-
-AUGMENTATIONS = ('none', 'crop', 'flip', 'crop_flip')
-RESIZE_MODES = ('auto', 'pad', 'resize')
-
-
-@dataclasses.dataclass(frozen=True)
-class Preprocess:
-  """How raw uint8 images become model inputs."""
-  image_shape: tuple[int, int, int]  # the model's (H, W, C)
-  mean: tuple[float, ...]  # per channel of the source images, 0..1 scale
-  std: tuple[float, ...]
-  resize_mode: str = 'auto'  # auto: pad when at most 8 pixels short (28 -> 32), resize otherwise
-  augment: str = 'none'
-  crop_padding: int = 4
-
-
-def check_fits(where: str, image_shape, model_shape, resize_mode: str) -> None:
-  """Refuses, before anything is compiled, images that preprocessing cannot turn into the model's
-  input: a channel count it cannot convert, or images too large to pad."""
-  (h, w, c), (height, width, channels) = image_shape, model_shape
-  if not (c == channels or c == 1 or (c == 3 and channels == 1)):
-    raise sources.DataError(f'{where}: {c}-channel images cannot be given to a model that takes '
-                            f'{channels} channel(s) (grey images convert to any count, RGB to grey)')
-  if resize_mode == 'pad' and (h > height or w > width):
-    raise sources.DataError(f'{where}: cannot pad {h}x{w} images to {height}x{width}; use '
-                            f'resize_mode=resize')
-
 
 def _convert_channels(x, channels):
   if x.shape[-1] == channels:
@@ -58,15 +32,6 @@ def _convert_channels(x, channels):
   if x.shape[-1] == 3 and channels == 1:
     return tf.image.rgb_to_grayscale(x)
   raise sources.DataError(f'cannot convert {x.shape[-1]}-channel images to {channels} channels')
-
-
-def _stats_for_channels(values, source_channels, channels):
-  values = np.asarray(values, np.float32)
-  if source_channels == channels:
-    return values
-  if source_channels == 1:
-    return np.repeat(values, channels)
-  return np.full([channels], values.mean(), np.float32)  # rgb -> grey: about the mean
 
 
 def _fit_size(x, height, width, mode):
@@ -119,8 +84,8 @@ def preprocess_batch(images, prep: Preprocess, draws=None):
       x = _random_crop(x, prep.crop_padding, offsets)
     if 'flip' in prep.augment:
       x = tf.where(flips[:, None, None, None], tf.reverse(x, axis=[2]), x)
-  mean = _stats_for_channels(prep.mean, source_channels, channels)
-  std = _stats_for_channels(prep.std, source_channels, channels)
+  mean = stats_for_channels(prep.mean, source_channels, channels)
+  std = stats_for_channels(prep.std, source_channels, channels)
   return (x - mean) / std
 
 

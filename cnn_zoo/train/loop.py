@@ -23,7 +23,7 @@ from cnn_zoo import errors
 from cnn_zoo import models
 from cnn_zoo import outputs
 from cnn_zoo import parallel
-from cnn_zoo.data import pipeline, sources
+from cnn_zoo.data import inputs as inputs_lib, preprocess, sources
 from cnn_zoo.errors import NonFiniteError  # noqa: F401  (also loop.NonFiniteError)
 from cnn_zoo.models import summary as summary_lib
 from cnn_zoo.train import checkpoint, optim, step as step_lib, workdir as workdir_lib, writers
@@ -61,7 +61,7 @@ def make_plan(config, dataset: sources.Dataset) -> Plan:
   size = config.image_size or spec.input_shape[0]
   input_shape = (size, size, spec.input_shape[2])
   models.check_input_shape(config.model, input_shape)
-  pipeline.check_fits(dataset.name, dataset.image_shape, input_shape, config.resize_mode)
+  preprocess.check_fits(dataset.name, dataset.image_shape, input_shape, config.resize_mode)
   num_classes = config.num_classes or dataset.num_classes
   top_label = int(max(dataset.train.labels.max(), dataset.test.labels.max()))
   if top_label >= num_classes:
@@ -84,13 +84,12 @@ def make_plan(config, dataset: sources.Dataset) -> Plan:
               total_steps, eval_every, config.checkpoint_every_steps or eval_every)
 
 
-def evaluate(eval_fn, state, split, prep, plan, mesh) -> dict:
-  """Loss, top-1 and top-5 over every example of `split`, each counted exactly once."""
+def evaluate(eval_fn, state, batches) -> dict:
+  """Loss, top-1 and top-5 over every example of the test split, each counted exactly once
+  (`batches`: the padded and masked evaluation batches)."""
   totals = None
-  for batch in pipeline.eval_batches(split, prep, global_batch=plan.eval_batch_size,
-                                     process_index=jax.process_index(),
-                                     process_count=jax.process_count()):
-    sums = eval_fn(state, parallel.global_batch(batch, mesh))
+  for batch in batches:
+    sums = eval_fn(state, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = float(totals['count'])
@@ -178,11 +177,6 @@ class StopSignals:
 
 def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   """The body of train_and_evaluate, once the inputs are known to be good."""
-  mean, std = dataset.channel_stats()
-  train_prep = pipeline.Preprocess(plan.input_shape, tuple(mean), tuple(std), config.resize_mode,
-                                   config.augment, config.crop_padding)
-  eval_prep = dataclasses.replace(train_prep, augment='none')
-
   model = models.get(config.model, num_classes=plan.num_classes, dtype=config.dtype,
                      weight_init=config.weight_init, **config.model_kwargs.to_dict())
   model_summary = summary_lib.summarize(model, plan.input_shape)
@@ -223,18 +217,17 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   t0 = time.perf_counter()
   train_fn = train_fn.lower(state, batch_spec(plan.batch_size, False)).compile()
   eval_fn = eval_fn.lower(state, batch_spec(plan.eval_batch_size, True)).compile()
+  inputs = inputs_lib.make(config, dataset, plan, mesh)
   compile_time = time.perf_counter() - t0
 
   logging.info('%s on %s: %s trainable parameters, %.4f GMACs/example; %d steps of %d '
-               '(%d per epoch) on %d %s device(s); compiled in %.1fs; starting at step %d',
-               config.model, dataset.name, f'{model_summary.params:,}', model_summary.macs / 1e9,
-               plan.total_steps, plan.batch_size, plan.steps_per_epoch, jax.device_count(),
-               jax.devices()[0].platform, compile_time, start_step)
+               '(%d per epoch) on %d %s device(s), %s input; compiled in %.1fs; starting at '
+               'step %d', config.model, dataset.name, f'{model_summary.params:,}',
+               model_summary.macs / 1e9, plan.total_steps, plan.batch_size, plan.steps_per_epoch,
+               jax.device_count(), jax.devices()[0].platform, inputs.path, compile_time,
+               start_step)
 
-  batches = pipeline.train_batches(
-      dataset.train, train_prep, global_batch=plan.batch_size, seed=config.seed,
-      start_step=start_step, num_steps=plan.total_steps, process_index=jax.process_index(),
-      process_count=jax.process_count())
+  batches = inputs.train(start_step, plan.total_steps)
   pending = []  # device metrics not yet fetched: no host sync on most steps
   # A resumed run carries on the training time and skip count its earlier processes logged at the
   # checkpoint's step, so results cover the whole run (a run from an older version: this process).
@@ -306,7 +299,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
     stop_at(start_step, start_step, signum)
   saved_step = start_step
   for step in range(start_step + 1, plan.total_steps + 1):
-    state, metrics = train_fn(state, parallel.global_batch(next(batches), mesh))
+    state, metrics = train_fn(state, next(batches))
     pending.append(metrics)
     window_steps += 1
     last = step == plan.total_steps
@@ -315,7 +308,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
     if synced:
       flush(step)
     if step % plan.eval_every_steps == 0 and not last:
-      test = pause(evaluate, eval_fn, state, dataset.test, eval_prep, plan, mesh)
+      test = pause(evaluate, eval_fn, state, inputs.eval())
       writer.write(step, 'test', {**test, 'epoch': step / plan.steps_per_epoch})
       logging.info('step %d  test loss %.4f  top-1 %.4f  top-5 %.4f', step, test['loss'],
                    test['accuracy'], test['top5'])
@@ -326,7 +319,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
     if signum:
       stop_at(step, saved_step, signum)
 
-  test = evaluate(eval_fn, state, dataset.test, eval_prep, plan, mesh)
+  test = evaluate(eval_fn, state, inputs.eval())
   writer.write(plan.total_steps, 'test', {**test, 'epoch': plan.total_steps / plan.steps_per_epoch})
   ckpts.wait()
   ckpts.close()
@@ -342,6 +335,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
       'test_examples': test['count'],
       'epochs': plan.total_steps / plan.steps_per_epoch, 'steps': plan.total_steps,
       'batch_size': plan.batch_size, 'seed': config.seed, 'dtype': config.dtype,
+      'input_pipeline': inputs.path,
       'train_time_s': train_time, 'compile_time_s': compile_time,
       'train_images_per_s': steps_timed * plan.batch_size / train_time if train_time else None,
       'resumed_from_step': start_step, 'skipped_steps': skipped,

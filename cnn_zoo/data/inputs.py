@@ -1,0 +1,112 @@
+"""The two input paths behind one interface: global batches on the mesh, for training and evaluation.
+
+- 'device' (cnn_zoo.data.device_pipeline): the split lives in device memory and each batch is a
+  compiled JAX function of (seed, step). No TensorFlow, no host threads competing with the step.
+- 'tfdata' (cnn_zoo.data.pipeline): tf.data batches on the host, for datasets that do not fit.
+- 'auto': 'device' when the fitted train and test splits take at most a quarter of one device's
+  memory (DEVICE_SHARE; 2 GiB on a CPU, whose memory JAX does not report), else 'tfdata'.
+
+Both follow the same recipe and the same contract (batch s a pure function of (seed, s); evaluation
+padded and masked), with other random draws: a run keeps the path it started with (config.json).
+"""
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnn_zoo import parallel
+from cnn_zoo.data import device_pipeline, preprocess
+
+INPUT_PIPELINES = ('auto', 'device', 'tfdata')
+DEVICE_SHARE = 0.25
+CPU_BUDGET = 2 << 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  path: str  # 'device' or 'tfdata'
+  train: Callable[[int, int], Iterator[dict]]  # (start_step, num_steps) -> global batches
+  eval: Callable[[], Iterator[dict]]  # every test example once, padded and masked
+  compile_time: float = 0.0
+
+
+def device_budget() -> int:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return int(stats['bytes_limit'] * DEVICE_SHARE) if 'bytes_limit' in stats else CPU_BUDGET
+
+
+def choose(requested: str, dataset, image_shape, resize_mode: str) -> str:
+  """The path `requested` ('auto' decided by the splits' size on the device)."""
+  if requested != 'auto':
+    return requested
+  need = sum(device_pipeline.nbytes(split.images, image_shape, resize_mode)
+             for split in (dataset.train, dataset.test))
+  return 'device' if need <= device_budget() else 'tfdata'
+
+
+def make(config, dataset, plan, mesh) -> Inputs:
+  """The batches of config.input_pipeline for `dataset` under `plan` on `mesh`."""
+  mean, std = dataset.channel_stats()
+  source_channels = dataset.train.images.shape[-1]
+  path = choose(config.input_pipeline, dataset, plan.input_shape, config.resize_mode)
+  if path == 'device':
+    return _device(config, dataset, plan, mesh, source_channels, mean, std)
+  return _tfdata(config, dataset, plan, mesh, mean, std)
+
+
+def _device(config, dataset, plan, mesh, source_channels, mean, std) -> Inputs:
+  channels = plan.input_shape[-1]
+  mean = preprocess.stats_for_channels(mean, source_channels, channels)
+  std = preprocess.stats_for_channels(std, source_channels, channels)
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  put = lambda split: device_pipeline.put(split.images, split.labels, plan.input_shape,
+                                          config.resize_mode, replicated)
+  train_split, test_split = put(dataset.train), put(dataset.test)
+  scalar = jax.ShapeDtypeStruct((), jnp.int32)
+  t0 = time.perf_counter()
+  train_fn = jax.jit(functools.partial(
+      device_pipeline.train_batch, batch_size=plan.batch_size,
+      steps_per_epoch=plan.steps_per_epoch, mean=tuple(mean), std=tuple(std),
+      augment=config.augment, crop_padding=config.crop_padding),
+      out_shardings=sharded).lower(train_split, scalar, scalar).compile()
+  eval_fn = jax.jit(functools.partial(
+      device_pipeline.eval_batch, batch_size=plan.eval_batch_size, mean=tuple(mean),
+      std=tuple(std)), out_shardings=sharded).lower(test_split, scalar).compile()
+  compile_time = time.perf_counter() - t0
+
+  def train(start_step, num_steps):
+    for step in range(start_step, num_steps):
+      yield train_fn(train_split, np.int32(step), np.int32(config.seed))
+
+  def evaluate():
+    for index in range(math.ceil(len(test_split) / plan.eval_batch_size)):
+      yield eval_fn(test_split, np.int32(index))
+
+  return Inputs('device', train, evaluate, compile_time)
+
+
+def _tfdata(config, dataset, plan, mesh, mean, std) -> Inputs:
+  from cnn_zoo.data import pipeline  # TensorFlow: imported only on this path
+  train_prep = pipeline.Preprocess(plan.input_shape, tuple(mean), tuple(std), config.resize_mode,
+                                   config.augment, config.crop_padding)
+  eval_prep = dataclasses.replace(train_prep, augment='none')
+  where = {'process_index': jax.process_index(), 'process_count': jax.process_count()}
+
+  def train(start_step, num_steps):
+    for batch in pipeline.train_batches(dataset.train, train_prep, global_batch=plan.batch_size,
+                                        seed=config.seed, start_step=start_step,
+                                        num_steps=num_steps, **where):
+      yield parallel.global_batch(batch, mesh)
+
+  def evaluate():
+    for batch in pipeline.eval_batches(dataset.test, eval_prep,
+                                       global_batch=plan.eval_batch_size, **where):
+      yield parallel.global_batch(batch, mesh)
+
+  return Inputs('tfdata', train, evaluate)
