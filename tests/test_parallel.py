@@ -10,9 +10,12 @@ import sys
 
 import jax
 import numpy as np
+import optax
 import pytest
 
+from cnn_zoo import models, parallel
 from cnn_zoo.train import inference, loop
+from cnn_zoo.train import state as state_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 8
@@ -67,6 +70,53 @@ def _assert_close(a, b, tol, what=''):
     np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
 
 
+# Run on 8 simulated devices: the train state as the loop leaves it (captured where its digest is
+# taken), described leaf by leaf.
+_SHARDING_PROBE = """
+import json, sys
+import jax, ml_collections
+from cnn_zoo import parallel
+from cnn_zoo.train import loop
+config, out = ml_collections.ConfigDict(json.loads(sys.argv[1])), sys.argv[2]
+captured, digest = {}, loop.weights_sha256
+def capture(state):
+  captured['state'] = state
+  return digest(state)
+loop.weights_sha256 = capture
+loop.train_and_evaluate(config, out)
+def describe(tree):
+  return {jax.tree_util.keystr(p): {'shape': list(x.shape), 'devices': len(x.sharding.device_set),
+                                    'shard': list(x.addressable_shards[0].data.shape),
+                                    'spec': str(x.sharding.spec)}
+          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+state = captured['state']
+json.dump({'mesh_devices': int(parallel.mesh().devices.size), 'device_count': jax.device_count(),
+           'params': describe(state.params), 'opt_state': describe(state.opt_state)},
+          open(out + '/shardings.json', 'w'))
+"""
+
+
+def _initial_weights(config):
+  """The weights every run of `config` starts from, as the loop builds its model."""
+  init = {'weight_init': config.weight_init} if 'weight_init' in config else {}
+  model = models.get(config.model, **init)
+  shape = (config.image_size, config.image_size, models.input_shape(config.model)[2])
+  state = state_lib.create(model, optax.identity(), shape, config.seed)
+  return jax.tree.leaves(jax.device_get(state.variables()))
+
+
+def _assert_updates_close(got, want, initial, rtol, what=''):
+  """Leaf by leaf, the change from the initial weights agrees to `rtol` of that leaf's change:
+  every parameter and statistic is checked at its own scale, not against one absolute tolerance."""
+  worst = 0.0
+  for g, w, i in zip(got, want, initial):
+    g, w, i = (np.asarray(x, np.float64) for x in (g, w, i))
+    error = np.max(np.abs(g - w)) / max(np.max(np.abs(w - i)), 1e-12)
+    worst = max(worst, error)
+    assert error <= rtol, (what, g.shape, error)
+  print(f'{what}: worst leaf error {worst:.1e} of its change')
+
+
 @pytest.fixture(scope='module')
 def reference(digits_dir, tmp_path_factory):
   from configs import default
@@ -82,12 +132,31 @@ def test_eight_devices_with_sharded_params_match_one_device_and_restore_on_one(r
                                                                              tmp_path):
   config, one, results = reference
   eight = str(tmp_path / 'eight')
-  _run([_command(config, eight, '--config.shard_params=True')],
-       env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  sharded_config = config.copy_and_resolve_references()
+  sharded_config.shard_params = True
+  proc = subprocess.run([sys.executable, '-c', _SHARDING_PROBE, sharded_config.to_json(), eight],
+                        cwd=ROOT, capture_output=True, text=True, timeout=400,
+                        env={**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  assert proc.returncode == 0, proc.stderr[-3000:]
   assert json.load(open(os.path.join(eight, 'results.json')))['num_devices'] == 8
+  # The mesh spans the 8 devices, every leaf lives on all of them, and the large ones are split.
+  found = json.load(open(os.path.join(eight, 'shardings.json')))
+  assert found['mesh_devices'] == found['device_count'] == 8
+  sharded = 0
+  for part in ('params', 'opt_state'):
+    for path, leaf in found[part].items():
+      assert leaf['devices'] == 8, (path, leaf)
+      size, shard = np.prod(leaf['shape']), np.prod(leaf['shard'])
+      if size >= parallel.MIN_SHARDED_SIZE and any(d % 8 == 0 for d in leaf['shape']):
+        assert shard * 8 == size and "'data'" in leaf['spec'], (path, leaf)
+        sharded += 1
+      else:
+        assert leaf['shard'] == leaf['shape'], (path, leaf)
+  assert sharded == 12  # ResNet-20's six 3x3 kernels of 64 outputs, and their momentum
   assert len(_losses(eight)) == STEPS
   _assert_close(_losses(eight), _losses(one), 2e-3, '8 vs 1 devices, losses')
-  _assert_close(_weights(eight), _weights(one), 2e-3, '8 vs 1 devices, weights')
+  _assert_updates_close(_weights(eight), _weights(one), _initial_weights(config), 2e-3,
+                        '8 sharded vs 1 device, weights')
   # Saved on 8 devices at step 4, restored and continued here on 1.
   shutil.rmtree(os.path.join(eight, 'checkpoints', str(STEPS)))
   os.remove(os.path.join(eight, 'results.json'))
@@ -95,7 +164,8 @@ def test_eight_devices_with_sharded_params_match_one_device_and_restore_on_one(r
   resumed = loop.train_and_evaluate(config, eight)
   config.shard_params = False
   assert resumed['resumed_from_step'] == 4 and resumed['num_devices'] == 1
-  _assert_close(_weights(eight), _weights(one), 2e-3, 'saved on 8, resumed on 1, weights')
+  _assert_updates_close(_weights(eight), _weights(one), _initial_weights(config), 2e-3,
+                        'saved on 8, resumed on 1, weights')
   assert abs(resumed['test_loss'] - results['test_loss']) < 2e-3
 
 
