@@ -16,7 +16,8 @@ from configs import default as default_config  # noqa: E402
 def digits_dir(tmp_path_factory):
   """A TFDS data_dir holding the embedded `digits`, prepared once per test session."""
   import tensorflow_datasets as tfds
-  from cnn_zoo.data import digits  # noqa: F401
+  from cnn_zoo.data import digits
+  digits.register()
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   tfds.builder('digits', data_dir=data_dir).download_and_prepare()
   return data_dir

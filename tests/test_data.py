@@ -137,3 +137,10 @@ def test_preprocessing_pads_digits_converts_channels_and_normalises():
   assert np.allclose(x[:, 2:30, 2:30], 1.0) and np.allclose(x[:, :2], -1.0)  # black padding
   small = np.zeros((1, 8, 8, 1), np.uint8)
   assert pipeline.preprocess_batch(small, _prep((32, 32, 1))).shape == (1, 32, 32, 1)
+
+
+def test_digits_read_directly_and_through_tfds_hold_the_same_examples(digits_dir):
+  direct, via_tfds = sources.load('digits'), sources.load('tfds:digits', digits_dir)
+  for a, b in ((direct.train, via_tfds.train), (direct.test, via_tfds.test)):
+    key = lambda split: sorted(zip(split.labels.tolist(), (i.tobytes() for i in split.images)))
+    assert key(a) == key(b)

@@ -1,6 +1,7 @@
 """Where images come from: TFDS by name, `npz:PATH` arrays and `folder:PATH` image folders.
 
-Every source is read once into host memory as uint8 NHWC arrays. The datasets cnn_zoo is built for
+Every source is read once into host memory as uint8 NHWC arrays. `digits`, `npz:` and `folder:`
+are read with numpy and Pillow alone; TensorFlow and TFDS are imported for TFDS datasets only. The datasets cnn_zoo is built for
 (digits, MNIST, Fashion-MNIST, CIFAR, Imagenette) fit easily, and in-memory arrays make the batch at
 step s a pure function of (seed, s): resumable at any step and identical on any number of hosts.
 """
@@ -9,10 +10,8 @@ import dataclasses
 import os
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from cnn_zoo.data import digits  # noqa: F401  (registers the `digits` TFDS builder)
+from cnn_zoo.data import digits
 from cnn_zoo.errors import DataError  # noqa: F401  (also sources.DataError)
 
 # TFDS datasets cnn_zoo is tested with; any other is reachable as `tfds:NAME`.
@@ -79,6 +78,9 @@ def load(name: str, data_dir: str | None = None, image_size: int | None = None,
     return _load_npz(name[len('npz:'):], num_classes)
   if name.startswith('folder:'):
     return _load_folder(name[len('folder:'):], image_size, num_classes)
+  if name == 'digits':  # embedded: read directly, no TFDS preparation needed
+    train, test = digits.arrays()
+    return Dataset('digits', Split(*train), Split(*test), 10)
   return _load_tfds(name.removeprefix('tfds:'), data_dir or None, image_size)
 
 
@@ -148,8 +150,10 @@ def _load_npz(path: str, num_classes: int | None = None) -> Dataset:
                  Split(arrays['x_test'], arrays['y_test'].astype(np.int32)), num_classes)
 
 
-def _to_arrays(ds: tf.data.Dataset, image_size: int | None, where: str) -> Split:
+def _to_arrays(ds, image_size: int | None, where: str) -> Split:
   """Reads a tf.data split of {'image', 'label'} into memory, resizing if sizes vary."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if image_size:
     def resize(example):
       image = tf.image.resize(example['image'], (image_size, image_size), antialias=True)
@@ -184,6 +188,8 @@ def _prepare_once(builder) -> None:
 
 
 def _load_tfds(name: str, data_dir: str | None, image_size: int | None) -> Dataset:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  digits.register()
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:
@@ -246,14 +252,41 @@ def _load_folder(path: str, image_size: int | None, num_classes: int | None = No
     raise DataError(f'{path}: an image folder holds train/<class>/* and test/<class>/* '
                     f'(or validation/, val/); found sub-folders: {", ".join(sorted(splits)) or "none"}')
   _check_class_folders(path, test_split, num_classes)
-  try:
-    builder = tfds.ImageFolder(path)
-  except Exception as e:
-    raise DataError(f'{path}: cannot read it as an image folder ({type(e).__name__}: {e})') from None
-  for split in ('train', test_split):
-    if builder.info.splits[split].num_examples == 0:
-      raise DataError(f'{path}/{split}: no images (.jpg, .jpeg or .png in one folder per class)')
-  read = lambda split: _to_arrays(builder.as_dataset(split=split, shuffle_files=False),
-                                  image_size, f'{path}/{split}')
-  return Dataset(f'folder:{path}', read('train'), read(test_split),
-                 builder.info.features['label'].num_classes)
+  classes = sorted(c for c in os.listdir(os.path.join(path, 'train'))
+                   if os.path.isdir(os.path.join(path, 'train', c)))
+  return Dataset(f'folder:{path}', _read_folder_split(path, 'train', classes, image_size),
+                 _read_folder_split(path, test_split, classes, image_size), len(classes))
+
+
+def _read_folder_split(path: str, split: str, classes: list[str], image_size: int | None) -> Split:
+  """The images of PATH/split/<class>/ (sorted by class, then file name), decoded with Pillow: grey
+  when every image is grey, RGB otherwise; resized to image_size (bilinear, antialiased) if given."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  files, labels = [], []
+  for label, name in enumerate(classes):
+    folder = os.path.join(path, split, name)
+    if os.path.isdir(folder):
+      for f in sorted(os.listdir(folder)):
+        if f.lower().endswith(IMAGE_EXTENSIONS):
+          files.append(os.path.join(folder, f))
+          labels.append(label)
+  if not files:
+    raise DataError(f'{path}/{split}: no images (.jpg, .jpeg or .png in one folder per class)')
+  images = []
+  for f in files:
+    try:
+      with Image.open(f) as image:
+        image.load()
+        images.append(image.copy())
+    except Exception as e:  # Pillow raises several kinds for a damaged or foreign file
+      raise DataError(f'{f}: not a readable image ({type(e).__name__})') from None
+  mode = 'L' if all(i.mode in ('L', '1', 'I;16') for i in images) else 'RGB'
+  images = [i.convert(mode) for i in images]
+  if image_size:
+    images = [i.resize((image_size, image_size), Image.Resampling.BILINEAR) for i in images]
+  sizes = sorted({i.size for i in images})
+  if len(sizes) > 1:
+    raise DataError(f'{path}/{split}: images of different sizes ({sizes[0]} and {sizes[-1]}); '
+                    f'give image_size to resize them')
+  arrays = np.stack([np.asarray(i, np.uint8) for i in images])
+  return Split(arrays[..., None] if mode == 'L' else arrays, np.asarray(labels, np.int32))

@@ -12,7 +12,7 @@ import numpy as np
 
 from cnn_zoo import errors
 from cnn_zoo import models, parallel
-from cnn_zoo.data import pipeline, sources
+from cnn_zoo.data import device_pipeline, preprocess, sources
 from cnn_zoo.train import checkpoint, optim
 from cnn_zoo.train import state as state_lib
 
@@ -22,13 +22,19 @@ class TrainedRun:
   config: ml_collections.ConfigDict
   model: object  # the linen Module
   variables: dict  # {'params': ...} and, with BatchNorm, {'batch_stats': ...}
-  preprocess: pipeline.Preprocess  # the run's eval preprocessing
+  preprocess: preprocess.Preprocess  # the run's eval preprocessing
   dataset: sources.Dataset
   step: int
 
   def inputs(self, images_uint8: np.ndarray) -> np.ndarray:
-    """uint8 images (N, h, w, c) preprocessed as the run's evaluation did."""
-    return pipeline.preprocess_batch(images_uint8, self.preprocess).numpy()
+    """uint8 images (N, h, w, c) preprocessed as evaluation does (numpy and JAX only)."""
+    prep = self.preprocess
+    fitted = device_pipeline.fit(images_uint8, prep.image_shape, prep.resize_mode)
+    fitted = fitted / np.float32(255.0) if fitted.dtype == np.uint8 else fitted
+    source, channels = images_uint8.shape[-1], prep.image_shape[-1]
+    mean = preprocess.stats_for_channels(prep.mean, source, channels)
+    std = preprocess.stats_for_channels(prep.std, source, channels)
+    return ((fitted - mean) / std).astype(np.float32)
 
   def probabilities(self, images_uint8: np.ndarray) -> np.ndarray:
     logits = self.model.apply(self.variables, jnp.asarray(self.inputs(images_uint8)), train=False)
@@ -66,5 +72,5 @@ def load(workdir: str) -> TrainedRun:
   if state is None:
     raise errors.NotFoundError(f'{workdir} holds no readable checkpoint')
   mean, std = dataset.channel_stats()
-  prep = pipeline.Preprocess(input_shape, tuple(mean), tuple(std), config.resize_mode)
+  prep = preprocess.Preprocess(input_shape, tuple(mean), tuple(std), config.resize_mode)
   return TrainedRun(config, model, state.variables(), prep, dataset, int(state.step))
