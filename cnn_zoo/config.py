@@ -24,6 +24,11 @@ MAX_IMAGE_SIZE = 4096
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+# What runs from before a field existed computed, in effect: a run that predates weight_init was
+# initialised with flax's defaults and fed by tf.data, and resumes only under those values.
+LEGACY = {'weight_init': 'flax', 'input_pipeline': 'tfdata'}
+
+
 def defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # What to train, on what.
@@ -43,6 +48,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.eval_batch_size = 0  # 0: batch_size
   c.num_epochs = 10.0
   c.num_train_steps = -1
+  c.time_budget_s = 0.0  # > 0: stop after this many seconds with a checkpoint, results incomplete
   # Optimizer and schedule.
   c.optimizer = 'sgd'
   c.learning_rate = 0.1
@@ -157,7 +163,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _at_least(config, field, 0, strict=True, high=MAX_INT)
   for field in ('num_epochs', 'eval_batch_size', 'momentum', 'weight_decay', 'grad_clip_norm',
                 'warmup_epochs', 'label_smoothing', 'crop_padding', 'eval_every_epochs',
-                'checkpoint_every_steps', 'seed', 'adam_b1', 'adam_b2', 'lr_decay_factor'):
+                'checkpoint_every_steps', 'seed', 'adam_b1', 'adam_b2', 'lr_decay_factor',
+                'time_budget_s'):
     _at_least(config, field, 0, high=MAX_INT)
   _at_least(config, 'num_classes', 0, high=sources.MAX_CLASSES)
   _at_least(config, 'image_size', 0, high=MAX_IMAGE_SIZE)

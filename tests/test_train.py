@@ -100,3 +100,29 @@ def test_launcher_turns_a_bad_value_into_one_line(tmp_path, override, message):
   assert last.startswith(message), proc.stderr
   assert 'Traceback' not in proc.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_a_time_budget_stops_with_a_checkpoint_and_incomplete_results(smoke_config, tmp_path):
+  smoke_config.num_train_steps = 40
+  smoke_config.log_every_steps = 1
+  smoke_config.time_budget_s = 1e-9  # used up by the first step
+  cut = loop.train_and_evaluate(smoke_config, str(tmp_path))
+  assert (cut['complete'], cut['steps'], cut['test_examples']) == (False, 1, 360)
+  assert 1 in [int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit()]
+  # The same command with time to spare goes on from there to the end, as a run never cut would.
+  smoke_config.time_budget_s = 0.0  # an operational field: the same run
+  done = loop.train_and_evaluate(smoke_config, str(tmp_path))
+  assert (done['complete'], done['steps'], done['resumed_from_step']) == (True, 40, 1)
+  whole = loop.train_and_evaluate(smoke_config, str(tmp_path / 'whole'))
+  assert done['weights_sha256'] == whole['weights_sha256']
+
+
+def test_a_run_from_before_weight_init_and_input_pipeline_resumes_only_as_it_ran(tmp_path):
+  from cnn_zoo import config as config_lib
+  from cnn_zoo.train import workdir
+  old = json.loads(config_lib.defaults().to_json())
+  del old['weight_init'], old['input_pipeline']
+  now = json.loads(config_lib.defaults().to_json())
+  assert workdir.differing_fields(old, now) == ['input_pipeline', 'weight_init']
+  now.update(weight_init='flax', input_pipeline='tfdata')
+  assert workdir.differing_fields(old, now) == []

@@ -177,6 +177,7 @@ class StopSignals:
 
 def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   """The body of train_and_evaluate, once the inputs are known to be good."""
+  started = time.perf_counter()  # config.time_budget_s counts from here
   model = models.get(config.model, num_classes=plan.num_classes, dtype=config.dtype,
                      weight_init=config.weight_init, **config.model_kwargs.to_dict())
   model_summary = summary_lib.summarize(model, plan.input_shape)
@@ -294,10 +295,18 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
     raise errors.Stopped(f'{name} at step {step} of {plan.total_steps}: {where}; rerun the same '
                          f'command to resume', signum)
 
+  def out_of_time() -> bool:
+    """Whether config.time_budget_s has run out (measured from the start of this process's
+    train_and_evaluate; with several processes, agreed at flush points)."""
+    over = bool(config.time_budget_s) and time.perf_counter() - started > config.time_budget_s
+    if jax.process_count() > 1:
+      over = bool(np.max(multihost_utils.process_allgather(np.int32(over))))
+    return over
+
   signum = stop_signal(True)
   if signum:  # during compilation
     stop_at(start_step, start_step, signum)
-  saved_step = start_step
+  saved_step = final_step = start_step
   for step in range(start_step + 1, plan.total_steps + 1):
     state, metrics = train_fn(state, next(batches))
     pending.append(metrics)
@@ -318,14 +327,22 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
     signum = None if last else stop_signal(synced)
     if signum:
       stop_at(step, saved_step, signum)
+    final_step = step
+    if synced and not last and out_of_time():
+      if step > saved_step:
+        pause(ckpts.save, state)
+      logging.warning('time budget of %.0fs used up at step %d of %d: checkpoint saved, results '
+                      'marked incomplete; rerun the same command to go on', config.time_budget_s,
+                      step, plan.total_steps)
+      break
 
   test = evaluate(eval_fn, state, inputs.eval())
-  writer.write(plan.total_steps, 'test', {**test, 'epoch': plan.total_steps / plan.steps_per_epoch})
+  writer.write(final_step, 'test', {**test, 'epoch': final_step / plan.steps_per_epoch})
   ckpts.wait()
   ckpts.close()
   writer.close()
 
-  steps_timed = plan.total_steps - timed_from_step
+  steps_timed = final_step - timed_from_step
   results = {
       'model': config.model, 'dataset': dataset.name, 'num_classes': plan.num_classes,
       'input_shape': list(plan.input_shape),
@@ -333,7 +350,8 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
       'fwd_macs_per_example': model_summary.macs, 'flops_per_example': 2 * model_summary.macs,
       'test_accuracy': test['accuracy'], 'test_top5': test['top5'], 'test_loss': test['loss'],
       'test_examples': test['count'],
-      'epochs': plan.total_steps / plan.steps_per_epoch, 'steps': plan.total_steps,
+      'epochs': final_step / plan.steps_per_epoch, 'steps': final_step,
+      'complete': final_step == plan.total_steps,
       'batch_size': plan.batch_size, 'seed': config.seed, 'dtype': config.dtype,
       'input_pipeline': inputs.path,
       'train_time_s': train_time, 'compile_time_s': compile_time,

@@ -9,7 +9,8 @@ import tempfile
 from cnn_zoo import errors
 
 # Fields that change how a run is watched, not what it computes: a resume may change them.
-OPERATIONAL_FIELDS = ('data_dir', 'log_every_steps', 'keep_checkpoints', 'eval_batch_size')
+OPERATIONAL_FIELDS = ('data_dir', 'log_every_steps', 'keep_checkpoints', 'eval_batch_size',
+                      'time_budget_s')
 # What a run writes; --overwrite removes exactly these.
 RUN_FILES = ('checkpoints', 'checkpoints.damaged', 'tensorboard', 'metrics.jsonl', 'results.json',
              'config.json')
@@ -60,8 +61,10 @@ class Lock:
 
 
 def differing_fields(saved: dict, config: dict, defaults: dict | None = None) -> list[str]:
-  """Fields whose values differ; a field the saved run predates counts at its default."""
-  defaults = defaults or {}
+  """Fields whose values differ; a field the saved run predates counts at the value it had in
+  effect then (config.LEGACY: e.g. weight_init='flax'), else at its default."""
+  from cnn_zoo import config as config_lib  # pylint: disable=g-import-not-at-top
+  defaults = {**(defaults or {}), **config_lib.LEGACY}
   keys = (set(saved) | set(config)) - set(OPERATIONAL_FIELDS)
   return sorted(k for k in keys if saved.get(k, defaults.get(k)) != config.get(k))
 
