@@ -218,6 +218,10 @@ def markdown(rows: list[Row], runs: list[Run], workdir: str) -> str:
            'the runs made.']
   if unfinished:
     notes.append(f'Not finished (left out): {", ".join(unfinished)}.')
+  incomplete = [r.name for row in rows for r in row.runs if r.results.get('complete') is False]
+  if incomplete:
+    notes.append(f'Stopped by their time budget before the end of their steps (their rows show '
+                 f'what they reached): {", ".join(incomplete)}.')
   if not rows:
     lines = ['No finished runs yet.']
   return '# Comparison\n\n' + budget_line(rows) + '\n\n' + '\n'.join(lines) + '\n\n' + '\n'.join(notes) + '\n'

@@ -1,0 +1,71 @@
+"""The one-call accelerator kit (experiments/accelerator.sh), run here on the CPU without
+TensorFlow: carried packed data unpacked, a run trained within its budget, the report written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from cnn_zoo.data import pack
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _kit(tmp_path, budget, *overrides, reserve=30):
+  block = tmp_path / 'block'
+  block.mkdir(exist_ok=True)
+  # As on a host without TensorFlow: any import of it fails.
+  (block / 'sitecustomize.py').write_text(
+      "import sys\nsys.modules['tensorflow'] = None\nsys.modules['tensorflow_datasets'] = None\n")
+  env = {**os.environ, 'PYTHONPATH': str(block), 'PYTHON': sys.executable,
+         'KIT_DATA': str(tmp_path / 'data'), 'KIT_WHEELS': str(tmp_path / 'wheels'),
+         'KIT_RESERVE_S': str(reserve), 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  out = tmp_path / 'out'
+  proc = subprocess.run(
+      ['bash', 'experiments/accelerator.sh', str(out), str(budget), 'configs/default.py:smoke',
+       f'--config.dataset=npz:{out}/data/tiny.npz', '--config.batch_size=8',
+       '--config.eval_batch_size=10', *overrides],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return proc, out
+
+
+def _packed_data(tmp_path):
+  rng = np.random.default_rng(0)
+  (tmp_path / 'data').mkdir()
+  np.savez(tmp_path / 'tiny.npz', x_train=rng.integers(0, 256, (40, 28, 28, 1), np.uint8),
+           y_train=np.arange(40) % 10, x_test=rng.integers(0, 256, (10, 28, 28, 1), np.uint8),
+           y_test=np.arange(10))
+  pack.pack(str(tmp_path / 'tiny.npz'), str(tmp_path / 'data' / 'tiny.jpeg.npz'))
+
+
+def test_the_kit_trains_a_config_and_reports_it(tmp_path):
+  _packed_data(tmp_path)
+  proc, out = _kit(tmp_path, 500, '--config.num_train_steps=4')
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  results = json.loads((out / 'runs' / 'run' / 'results.json').read_text())
+  assert (results['complete'], results['steps'], results['input_pipeline']) == (True, 4, 'device')
+  assert (out / 'data' / 'tiny.npz').exists()
+  assert (out / 'runs' / 'comparison.md').read_text().startswith('# Comparison\n\nBudget: 4 steps')
+  assert (out / 'runs' / 'run' / 'metrics.jsonl').exists()
+
+
+def test_a_budget_that_runs_out_leaves_a_checkpoint_and_incomplete_results(tmp_path):
+  _packed_data(tmp_path)
+  # 40 s less a 30 s reserve, less start-up: seconds, far from enough for 100,000 steps.
+  proc, out = _kit(tmp_path, 40, '--config.num_train_steps=100000', '--config.log_every_steps=1',
+                   reserve=30)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  results = json.loads((out / 'runs' / 'run' / 'results.json').read_text())
+  assert results['complete'] is False and 0 < results['steps'] < 100_000
+  steps = [int(d) for d in os.listdir(out / 'runs' / 'run' / 'checkpoints') if d.isdigit()]
+  assert results['steps'] in steps
+  assert 'Stopped by their time budget' in (out / 'runs' / 'comparison.md').read_text()
+
+
+def test_no_time_left_is_refused_before_anything_runs(tmp_path):
+  _packed_data(tmp_path)
+  proc, out = _kit(tmp_path, 10, reserve=30)
+  assert proc.returncode == 2 and 'no time left for training' in proc.stderr
+  assert not os.path.exists(out / 'runs' / 'run')
