@@ -108,39 +108,37 @@ def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'floa
   }
 
 
-def input_pipeline(dataset: str, model: str, batch_size: int | None = None, steps: int = 50,
-                   data_dir: str | None = None) -> dict:
-  """Images/s of the pipeline alone (with augmentation), of the whole training loop, and of the
-  bare step for the same model and batch, so that the loop's overhead shows."""
-  # The data side needs TensorFlow; the step benchmark above runs where only JAX is installed.
-  from cnn_zoo.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+def input_pipeline(dataset: str, model: str, batch_size: int | None = None, steps: int = 100,
+                   data_dir: str | None = None, paths=('device', 'tfdata')) -> dict:
+  """For each input path: images/s of its batches alone (crop and flip, waited for) and of the
+  whole training loop over `steps` steps, beside the bare step for the same model and batch, so
+  that each path's cost shows (`{path}_loop_vs_step`: the loop's share of the step's speed)."""
+  from cnn_zoo.data import inputs as inputs_lib, sources  # pylint: disable=g-import-not-at-top
   from cnn_zoo.train import loop  # pylint: disable=g-import-not-at-top
   batch_size = batch_size or default_batch_size(model)
   shape = models.input_shape(model)
   data = sources.load(dataset, data_dir, image_size=shape[0])
-  mean, std = data.channel_stats()
-  prep = pipeline.Preprocess(shape, tuple(mean), tuple(std), augment='crop_flip')
-  batches = pipeline.train_batches(data.train, prep, global_batch=batch_size, seed=0,
-                                   start_step=0, num_steps=steps + 5)
-  for _ in range(5):
-    next(batches)
-  start = time.perf_counter()
-  for _ in range(steps):
-    next(batches)
-  pipeline_img_s = steps * batch_size / (time.perf_counter() - start)
-
-  config = config_lib.defaults()
-  config.model, config.dataset, config.data_dir = model, dataset, data_dir or ''
-  config.batch_size, config.num_train_steps = batch_size, steps
-  config.augment, config.log_every_steps, config.eval_every_epochs = 'crop_flip', steps, 0.0
-  config.eval_batch_size = batch_size
-  with tempfile.TemporaryDirectory() as workdir:
-    results = loop.train_and_evaluate(config, workdir)
-  step_img_s = benchmark_model(model, batch_size)['train_img_s']
-  return {'dataset': dataset, 'model': model, 'batch_size': batch_size,
-          'pipeline_img_s': pipeline_img_s, 'loop_img_s': results['train_images_per_s'],
-          'step_img_s': step_img_s,
-          'loop_overhead': 1 - results['train_images_per_s'] / step_img_s}
+  out = {'dataset': dataset, 'model': model, 'batch_size': batch_size, 'steps': steps,
+         'step_img_s': benchmark_model(model, batch_size)['train_img_s']}
+  for path in paths:
+    config = config_lib.defaults()
+    config.model, config.dataset, config.data_dir = model, dataset, data_dir or ''
+    config.batch_size, config.num_train_steps = batch_size, steps
+    config.augment, config.log_every_steps, config.eval_every_epochs = 'crop_flip', steps, 0.0
+    config.eval_batch_size, config.input_pipeline = batch_size, path
+    inputs = inputs_lib.make(config, data, loop.make_plan(config, data), parallel.mesh())
+    batches = inputs.train(0, steps + 5)
+    for _ in range(5):
+      jax.block_until_ready(next(batches))
+    start = time.perf_counter()
+    for _ in range(steps):
+      jax.block_until_ready(next(batches))
+    out[f'{path}_pipeline_img_s'] = steps * batch_size / (time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as workdir:
+      results = loop.train_and_evaluate(config, workdir)
+    out[f'{path}_loop_img_s'] = results['train_images_per_s']
+    out[f'{path}_loop_vs_step'] = results['train_images_per_s'] / out['step_img_s']
+  return out
 
 
 def machine() -> dict:
