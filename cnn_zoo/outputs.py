@@ -42,15 +42,20 @@ def _probe(folder: str, what: str) -> None:
     raise errors.StorageError(f'{what}: cannot write into {folder} ({e.strerror})') from None
 
 
+def blocking_file(path: str) -> str:
+  """The file that stands where `path` or one of its parent directories should be."""
+  blocker = path
+  while blocker and not os.path.exists(blocker):
+    blocker = os.path.dirname(blocker)
+  return blocker or path
+
+
 def writable_dir(path: str, what: str) -> None:
   """Creates directory `path` if needed and checks that files can be written into it."""
   try:
     os.makedirs(path, exist_ok=True)
   except (FileExistsError, NotADirectoryError):
-    blocker = path
-    while blocker and not os.path.exists(blocker):
-      blocker = os.path.dirname(blocker)
-    raise errors.StorageError(f'{what}: {blocker or path} is a file, not a directory') from None
+    raise errors.StorageError(f'{what}: {blocking_file(path)} is a file, not a directory') from None
   except OSError as e:
     raise errors.StorageError(f'{what}: cannot create {path} ({e.strerror})') from None
   _probe(path, what)

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from cnn_zoo import errors
+from cnn_zoo import errors, outputs
 
 # Fields that change how a run is watched, not what it computes: a resume may change them.
 OPERATIONAL_FIELDS = ('data_dir', 'log_every_steps', 'keep_checkpoints', 'eval_batch_size',
@@ -23,11 +23,8 @@ def prepare(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
   except (FileExistsError, NotADirectoryError):
-    blocker = workdir
-    while blocker and not os.path.exists(blocker):
-      blocker = os.path.dirname(blocker)
-    raise WorkdirError(f'workdir {workdir}: {blocker or workdir} is a file, not a directory; '
-                       f'choose another --workdir') from None
+    raise WorkdirError(f'workdir {workdir}: {outputs.blocking_file(workdir)} is a file, not a '
+                       f'directory; choose another --workdir') from None
   except OSError as e:
     raise errors.StorageError(f'cannot create workdir {workdir}: {e.strerror}') from None
   try:
