@@ -1,4 +1,4 @@
-"""The two input paths behind one interface: global batches on the mesh, for training and evaluation.
+"""Two input paths behind one interface: global batches on the mesh, for training and evaluation.
 
 - 'device' (cnn_zoo.data.device_pipeline): the split lives in device memory and each batch is a
   compiled JAX function of (seed, step). No TensorFlow, no host threads competing with the step.

@@ -1,9 +1,10 @@
 """Where images come from: TFDS by name, `npz:PATH` arrays and `folder:PATH` image folders.
 
-Every source is read once into host memory as uint8 NHWC arrays. `digits`, `npz:` and `folder:`
-are read with numpy and Pillow alone; TensorFlow and TFDS are imported for TFDS datasets only. The datasets cnn_zoo is built for
+Every source is read once into host memory as uint8 NHWC arrays. The datasets cnn_zoo is built for
 (digits, MNIST, Fashion-MNIST, CIFAR, Imagenette) fit easily, and in-memory arrays make the batch at
 step s a pure function of (seed, s): resumable at any step and identical on any number of hosts.
+`digits`, `npz:` and `folder:` are read with numpy and Pillow alone; TensorFlow and TFDS are
+imported for TFDS datasets only.
 """
 
 import dataclasses

@@ -7,11 +7,14 @@
 The VGG paper (Simonyan & Zisserman 2015) has no CIFAR-10 table; the usual reference recipe is
 bearpaw/pytorch-classification's: 164 epochs at batch 128, SGD with momentum 0.9, learning rate 0.1
 divided by 10 at epochs 81 and 122, weight decay 5e-4, padding-4 crops and flips; it reports 6.66%
-test error for VGG-19-BN. The full recipe reads TFDS `cifar10`. `reduced` runs 400 iterations (about
-one epoch) of ../shared/data/cifar10.npz, a JPEG-decoded copy (numbers not comparable with published
-ones), at learning rate 0.01: at 0.1, and still at 0.05 and 0.02, the loss of VGG-11-BN jumps to 7-10
-within the first 10 steps and training accuracy falls to chance, in this codebase and in the PyTorch
-reference alike (measured 2026-11-26); a 164-epoch run recovers from that, a one-epoch run does not.
+test error for VGG-19-BN, from the same initialisation as here (weight_init='paper': He normal
+convolutions, N(0, 0.01) Linear). The full recipe reads TFDS `cifar10`. `reduced` runs 400
+iterations (about one epoch) of ../shared/data/cifar10.npz, a JPEG-decoded copy (numbers not
+comparable with published ones), at the recipe's rate. With that initialisation VGG-11-BN's
+loss spikes in its first 20 steps at 0.1 and falls below its starting value (ln 10) by step 200;
+with flax's LeCun-normal one it blew up to 7-17 within 10 steps and was at chance after 20
+(WORKSPACE.md), which is why runs before 2026-11-27 used 0.01 (reproduce them with
+--config.overrides.weight_init=flax --config.overrides.learning_rate=0.01).
 Scale the budget with --config.overrides.num_train_steps=N.
 """
 
@@ -33,7 +36,6 @@ def get_config(arg: str | None = None):
   if arg == 'reduced':
     c.overrides.dataset = 'npz:../shared/data/cifar10.npz'
     c.overrides.num_train_steps = 400
-    c.overrides.learning_rate = 0.01
     c.overrides.eval_every_epochs = 0.0  # once, at the end
     c.overrides.log_every_steps = 20
   elif arg:

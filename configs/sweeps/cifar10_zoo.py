@@ -4,9 +4,13 @@
   python -m experiments.sweep --config=configs/sweeps/cifar10_zoo.py:reduced \
       --workdir=runs/cifar10_zoo_reduced
 
-One member of each family (ZFNet beside AlexNet), all trained alike: 100 epochs at batch 128, SGD
-with momentum 0.9, learning rate 0.05 after a one-epoch linear warm-up and cosine decay, weight
-decay 5e-4, padding-4 crops and flips. LeNet-5 sees the images in grey (it takes one channel).
+One member of each family (ZFNet beside AlexNet), all trained alike from their papers'
+initialisations: 100 epochs at batch 128, SGD with momentum 0.9, learning rate 0.1 (the rate of
+He et al. and Huang et al., and of the reference CIFAR recipes for every other family:
+bearpaw/pytorch-classification, kuangliu/pytorch-cifar) after a one-epoch linear warm-up and
+cosine decay, weight decay 5e-4, padding-4 crops and flips. LeNet-5 sees the images in grey (it
+takes one channel). Runs before 2026-11-27 used 0.05 and flax's initialisation (reproduce them
+with --config.overrides.learning_rate=0.05 --config.overrides.weight_init=flax).
 The full recipe reads TFDS `cifar10`; `reduced` runs 30 iterations of
 ../shared/data/cifar10.npz, a JPEG-decoded copy (numbers not comparable with published ones).
 Scale the budget with --config.overrides.num_train_steps=N.
@@ -25,7 +29,7 @@ def get_config(arg: str | None = None):
   c.overrides = ml_collections.ConfigDict(dict(
       dataset='cifar10', batch_size=128, eval_batch_size=1000,
       num_epochs=100.0,  # the budget
-      optimizer='sgd', learning_rate=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4,
+      optimizer='sgd', learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,
       schedule='cosine', warmup_epochs=1.0,
       augment='crop_flip', crop_padding=4, log_every_steps=100, eval_every_epochs=2.0))
   if arg == 'reduced':
