@@ -95,6 +95,7 @@ LR = lambda count: 0.1 * (count + 1)
     dict(optimizer='sgd', momentum=0.9, weight_decay=0.1, grad_clip_norm=1.0),
     dict(optimizer='sgd', momentum=0.9, weight_decay=0.1, grad_clip_norm=1e3),  # not reached
     dict(optimizer='adam', weight_decay=0.1, grad_clip_norm=0.5),
+    dict(optimizer='adam', adam_b1=0.5, adam_b2=0.9, adam_eps=0.1),  # not optax's defaults
 ], ids=lambda f: '-'.join(f'{k}={v}' for k, v in f.items()))
 def test_three_steps_equal_the_hand_computed_updates(fields):
   config = _config(**fields)
@@ -193,3 +194,24 @@ def test_the_optimizer_follows_its_schedule_from_count_zero():
   once = _run(config, params, _grads(1), lr)
   for path, w in jax.tree_util.tree_flatten_with_path(params)[0]:
     np.testing.assert_array_equal(once[path], w)
+
+
+def test_a_single_step_of_warmup_or_of_decay_is_honoured():
+  # One warm-up step: the first update is at rate 0.
+  assert float(_schedule(total=100, steps_per_epoch=10, schedule='constant', warmup_epochs=0.1)(0)) == 0
+  # A one-step budget decays over that step: cosine from 0.4 at step 0 to 0 at step 1.
+  lr = _schedule(total=1, steps_per_epoch=1, schedule='cosine')
+  assert float(lr(0)) == pytest.approx(0.4) and float(lr(1)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_unknown_names_are_refused_with_the_choices():
+  with pytest.raises(ValueError, match="unknown schedule 'linear'; valid choices: constant, "
+                     "piecewise, cosine"):
+    _schedule(schedule='linear')
+  with pytest.raises(ValueError, match="unknown optimizer 'lion'; valid choices: sgd, adam, adamw"):
+    optim.optimizer(_config(optimizer='lion'), LR)
+
+
+def test_kernels_only_walks_lists_too():
+  tree = {'blocks': [{'kernel': 1.0, 'bias': 2.0}, 3.0]}
+  assert optim.kernels_only(tree) == {'blocks': [{'kernel': True, 'bias': False}, False]}
