@@ -110,6 +110,25 @@ def test_skip_mode_keeps_the_whole_state_of_a_nonfinite_step_and_counts_it():
     assert not any(_leaves_equal(getattr(good, part), getattr(state, part))), part
 
 
+def test_the_train_step_reports_and_keeps_what_train_mode_computes():
+  """By default: the plain cross-entropy of train-mode logits (dropout keyed by fold_in(rng, step)),
+  BatchNorm statistics updated from the state's own, and a non-finite step not skipped."""
+  state = _state()
+  batch = {'image': _images(8, 3), 'label': jnp.arange(8, dtype=jnp.int32)}
+  new_state, metrics = jax.jit(step_lib.train_step)(state, batch)
+  logits, updates = state.apply_fn(state.variables(), batch['image'], train=True,
+                                   mutable=['batch_stats'],
+                                   rngs={'dropout': jax.random.fold_in(state.rng, state.step)})
+  nll = -_log_softmax(logits)[np.arange(8), np.asarray(batch['label'])]
+  np.testing.assert_allclose(float(metrics['loss']), nll.mean(), rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(new_state.batch_stats),
+                       jax.tree.leaves(updates['batch_stats'])):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  bad = {**batch, 'image': batch['image'].at[0, 0, 0, 0].set(jnp.nan)}
+  after, _ = jax.jit(step_lib.train_step)(state, bad)
+  assert not all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(after.params))
+
+
 def test_skip_mode_also_keeps_the_state_when_only_the_gradient_is_nonfinite():
   # LeNet-5's max pooling drops a NaN pixel from the forward pass, but not from the kernel's
   # gradient: the loss is finite and the gradient is not.
