@@ -69,8 +69,9 @@ def put(images: np.ndarray, labels: np.ndarray, image_shape, resize_mode: str,
   """Fits a split and puts it on the device(s) with `sharding` (replicated: every device holds
   the split, so any example can join any device's share of a batch)."""
   fitted = fit(images, image_shape, resize_mode)
-  return DeviceSplit(jax.device_put(fitted, sharding),
-                     jax.device_put(np.asarray(labels, np.int32), sharding))
+  # Every process holds the whole split, so its local data is the global array (multi-host too).
+  put = lambda x: jax.make_array_from_process_local_data(sharding, x, x.shape)
+  return DeviceSplit(put(fitted), put(np.asarray(labels, np.int32)))
 
 
 def nbytes(images: np.ndarray, image_shape, resize_mode: str = 'auto') -> int:
