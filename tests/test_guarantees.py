@@ -124,6 +124,11 @@ def test_the_train_step_reports_and_keeps_what_train_mode_computes():
   for got, want in zip(jax.tree.leaves(new_state.batch_stats),
                        jax.tree.leaves(updates['batch_stats'])):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # With label smoothing 0.1 over 10 classes the target puts 0.01 on each class, 0.91 on the label.
+  _, smoothed = jax.jit(functools.partial(step_lib.train_step, label_smoothing=0.1))(state, batch)
+  targets = np.full((8, CLASSES), 0.01) + 0.9 * np.eye(CLASSES)[np.asarray(batch['label'])]
+  np.testing.assert_allclose(float(smoothed['loss']),
+                             -(targets * _log_softmax(logits)).sum(-1).mean(), rtol=1e-5)
   bad = {**batch, 'image': batch['image'].at[0, 0, 0, 0].set(jnp.nan)}
   after, _ = jax.jit(step_lib.train_step)(state, bad)
   assert not all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(after.params))
