@@ -143,3 +143,15 @@ def test_batches_are_identical_on_one_and_on_eight_devices():
   import json
   (n1, one), (n8, eight) = (json.loads(r) for r in results)
   assert (n1, n8) == (1, 8) and one == eight
+
+
+def test_a_batch_from_its_epochs_order_is_the_batch_itself():
+  _, split = _split(50)
+  kwargs = dict(batch_size=16, steps_per_epoch=3, mean=(0.0,) * 3, std=(1.0,) * 3,
+                augment='crop_flip', crop_padding=2)
+  for step in (0, 4, 8):
+    order = dp.epoch_order(len(split), 7, step // 3)
+    a = dp.train_batch(split, step, 7, **kwargs)
+    b = dp.ordered_batch(split, order, step, 7, **kwargs)
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])

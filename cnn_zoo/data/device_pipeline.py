@@ -96,13 +96,27 @@ def _crop(image, offset, padding):
   return jax.lax.dynamic_slice(padded, (offset[0], offset[1], 0), (h, w, c))
 
 
+def epoch_order(num_examples: int, seed, epoch) -> jax.Array:
+  """The order of epoch `epoch`: a permutation of the split drawn from fold_in(key(seed), epoch)."""
+  return jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(seed), epoch), num_examples)
+
+
 def train_batch(split: DeviceSplit, step, seed, *, batch_size: int, steps_per_epoch: int,
                 mean, std, augment: str = 'none', crop_padding: int = 4) -> dict:
   """Global training batch `step` (jit it; `step` and `seed` may be traced): the examples at
-  positions [i * B, (i + 1) * B) of epoch e's permutation, augmented and normalised."""
+  positions [i * B, (i + 1) * B) of epoch e's order, augmented and normalised."""
+  order = epoch_order(len(split), seed, step // steps_per_epoch)
+  return ordered_batch(split, order, step, seed, batch_size=batch_size,
+                       steps_per_epoch=steps_per_epoch, mean=mean, std=std, augment=augment,
+                       crop_padding=crop_padding)
+
+
+def ordered_batch(split: DeviceSplit, order, step, seed, *, batch_size: int, steps_per_epoch: int,
+                  mean, std, augment: str = 'none', crop_padding: int = 4) -> dict:
+  """train_batch given its epoch's order, which a loop computes once per epoch rather than once
+  per step (a sort of the whole split: more than LeNet-5's whole step on a CPU)."""
   key = jax.random.PRNGKey(seed)
-  epoch, in_epoch = step // steps_per_epoch, step % steps_per_epoch
-  order = jax.random.permutation(jax.random.fold_in(key, epoch), len(split))
+  in_epoch = step % steps_per_epoch
   index = jax.lax.dynamic_slice(order, (in_epoch * batch_size,), (batch_size,))
   x = split.images[index]
   # Normalised after the crop's zero padding, as the tf.data pipeline does (padding = black).

@@ -70,19 +70,26 @@ def _device(config, dataset, plan, mesh, source_channels, mean, std) -> Inputs:
   train_split, test_split = put(dataset.train), put(dataset.test)
   scalar = jax.ShapeDtypeStruct((), jnp.int32)
   t0 = time.perf_counter()
+  order_fn = jax.jit(functools.partial(device_pipeline.epoch_order, len(train_split)),
+                     out_shardings=replicated).lower(scalar, scalar).compile()
+  order_spec = jax.ShapeDtypeStruct((len(train_split),), jnp.int32, sharding=replicated)
   train_fn = jax.jit(functools.partial(
-      device_pipeline.train_batch, batch_size=plan.batch_size,
+      device_pipeline.ordered_batch, batch_size=plan.batch_size,
       steps_per_epoch=plan.steps_per_epoch, mean=tuple(mean), std=tuple(std),
       augment=config.augment, crop_padding=config.crop_padding),
-      out_shardings=sharded).lower(train_split, scalar, scalar).compile()
+      out_shardings=sharded).lower(train_split, order_spec, scalar, scalar).compile()
   eval_fn = jax.jit(functools.partial(
       device_pipeline.eval_batch, batch_size=plan.eval_batch_size, mean=tuple(mean),
       std=tuple(std)), out_shardings=sharded).lower(test_split, scalar).compile()
   compile_time = time.perf_counter() - t0
 
   def train(start_step, num_steps):
+    seed, epoch, order = np.int32(config.seed), None, None
     for step in range(start_step, num_steps):
-      yield train_fn(train_split, np.int32(step), np.int32(config.seed))
+      if step // plan.steps_per_epoch != epoch:  # the epoch's order, once per epoch
+        epoch = step // plan.steps_per_epoch
+        order = order_fn(seed, np.int32(epoch))
+      yield train_fn(train_split, order, np.int32(step), seed)
 
   def evaluate():
     for index in range(math.ceil(len(test_split) / plan.eval_batch_size)):
