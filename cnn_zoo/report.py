@@ -146,7 +146,9 @@ def _to_target_cell(row: Row) -> str:
 
 
 def budget_line(rows: list[Row]) -> str:
-  """The training budget of the compared runs, in one sentence."""
+  """The training budget of the compared runs, in one sentence ('' without runs)."""
+  if not rows:
+    return ''
   budgets = sorted({(r.results.get('steps'), r.results.get('batch_size'),
                      round(r.results.get('epochs') or 0, 3)) for row in rows for r in row.runs})
   if len(budgets) == 1 and None not in budgets[0]:
@@ -224,7 +226,8 @@ def markdown(rows: list[Row], runs: list[Run], workdir: str) -> str:
                  f'what they reached): {", ".join(incomplete)}.')
   if not rows:
     lines = ['No finished runs yet.']
-  return '# Comparison\n\n' + budget_line(rows) + '\n\n' + '\n'.join(lines) + '\n\n' + '\n'.join(notes) + '\n'
+  budget = budget_line(rows)
+  return '# Comparison\n\n' + (budget + '\n\n' if budget else '') + '\n'.join(lines) + '\n\n' + '\n'.join(notes) + '\n'
 
 
 CSV_COLUMNS = ('model', 'dataset', 'setting', 'seeds', 'runs', 'params', 'fwd_macs_per_example',

@@ -9,7 +9,8 @@
 # Carried along with the repository: wheels in $KIT_WHEELS (default: wheels/; e.g. from
 # `pip download ml_collections==1.1.0 --no-deps -d wheels`), datasets packed by experiments.pack in
 # $KIT_DATA (default: data/; NAME.jpeg.npz is unpacked to OUT_DIR/data/NAME.npz, so pass
-# --config.dataset=npz:OUT_DIR/data/NAME.npz). Rerunning the same command resumes the run.
+# --config.dataset=npz:OUT_DIR/data/NAME.npz). CONFIG, KIT_WHEELS and KIT_DATA are relative to the
+# repository root, where the kit runs. Rerunning the same command resumes the run.
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: bash experiments/accelerator.sh OUT_DIR BUDGET_SECONDS CONFIG [--config.FIELD=VALUE ...]" >&2
@@ -17,6 +18,10 @@ if [ $# -lt 3 ]; then
 fi
 start=$(date +%s)
 out=$(realpath -m "$1"); budget=$2; config=$3; shift 3
+if ! [[ $budget =~ ^[0-9]+$ && ${KIT_RESERVE_S:-60} =~ ^[0-9]+$ ]]; then
+  echo "kit: BUDGET_SECONDS ($budget) and KIT_RESERVE_S must be whole seconds" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 wheels=${KIT_WHEELS:-wheels}; data=${KIT_DATA:-data}
 mkdir -p "$out/data" "$out/runs"
@@ -41,7 +46,7 @@ fi
 echo "kit: training $config for at most ${left}s"
 status=0
 "$python" -m experiments.train --config="$config" --workdir="$out/runs/run" \
-    --config.time_budget_s="$left" "$@" || status=$?
+    --config.time_budget_s="$left" ${@+"$@"} || status=$?
 "$python" -m experiments.compare --workdir="$out/runs" || true
 echo "kit: done in $(( $(date +%s) - start ))s (train exit status $status)"
 exit $status

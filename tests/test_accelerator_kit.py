@@ -64,8 +64,10 @@ def test_a_budget_that_runs_out_leaves_a_checkpoint_and_incomplete_results(tmp_p
   assert 'Stopped by their time budget' in (out / 'runs' / 'comparison.md').read_text()
 
 
-def test_no_time_left_is_refused_before_anything_runs(tmp_path):
+def test_no_time_left_or_a_budget_not_in_seconds_is_refused_before_anything_runs(tmp_path):
   _packed_data(tmp_path)
   proc, out = _kit(tmp_path, 10, reserve=30)
   assert proc.returncode == 2 and 'no time left for training' in proc.stderr
+  proc, out = _kit(tmp_path, '9.5')
+  assert proc.returncode == 2 and 'must be whole seconds' in proc.stderr
   assert not os.path.exists(out / 'runs' / 'run')

@@ -161,14 +161,8 @@ def test_the_convolution_switch_decides_what_the_step_computes(impl, has_conv):
   assert ('conv_general_dilated' in eval_jaxpr) == has_conv
 
 
-# String paddings ('VALID', flax's default 'SAME') make im2col fall back to XLA's convolution, so
-# these models still run XLA's convolutions (and their slow CPU gradients) under im2col.
-FALLS_BACK = pytest.mark.xfail(strict=True, reason="im2col_conv falls back on string padding")
-
-
-# DenseNet-BC-100's 1x1 convolutions fall back too (measured; its trace takes 14 s, so not here).
-@pytest.mark.parametrize('name', ['alexnet_cifar', 'resnet20', pytest.param('lenet5', marks=FALLS_BACK),
-                                  pytest.param('resnet18', marks=FALLS_BACK)])
+# LeNet-5 ('VALID') and ResNet-18's 1x1 projections (flax's default 'SAME') pad by name.
+@pytest.mark.parametrize('name', ['alexnet_cifar', 'resnet20', 'lenet5', 'resnet18'])
 def test_im2col_leaves_no_convolution_in_a_zoo_models_step(name):
   model = models.get(name)
   shape = models.input_shape(name)

@@ -50,11 +50,21 @@ for split, n in (('train', 2), ('test', 1)):
       Image.fromarray(rng.integers(0, 256, (9, 9, 3), np.uint8)).save(
           os.path.join(tmp, 'f', split, label, f'{i}.png'))
 folder = sources.load('folder:' + os.path.join(tmp, 'f'))
+from cnn_zoo import errors
+refused = []
+for field, value in (('input_pipeline', 'tfdata'), ('dataset', 'cifar10')):
+  config = default.get_config('smoke')
+  config[field] = value
+  try:
+    loop.train_and_evaluate(config, os.path.join(tmp, field))
+  except errors.UserError as e:
+    refused.append(str(e))
 print(json.dumps({'input_pipeline': results['input_pipeline'], 'steps': results['steps'],
                   'probability_sums': probabilities.sum(-1).tolist(),
                   'npz': [len(npz.train), len(npz.test)],
                   'folder': [len(folder.train), len(folder.test), folder.num_classes,
                              list(folder.image_shape)],
+                  'refused': refused,
                   'tensorflow_loaded': sys.modules['tensorflow'] is not None}))
 '''
 
@@ -74,5 +84,7 @@ def test_training_inference_and_local_data_need_no_tensorflow(tmp_path):
   np.testing.assert_allclose(out['probability_sums'], 1.0, rtol=1e-5)
   assert out['npz'] == [20, 4] and out['folder'] == [4, 2, 2, [9, 9, 3]]
   assert not out['tensorflow_loaded']
+  assert out['refused'][0].startswith('config.input_pipeline=tfdata needs TensorFlow')
+  assert out['refused'][1].startswith("dataset 'cifar10' is read through TFDS, which needs")
   assert os.listdir(tmp_path / 'run' / 'tensorboard')
   assert os.path.exists(tmp_path / 'run' / 'results.json')

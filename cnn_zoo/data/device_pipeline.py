@@ -4,7 +4,8 @@ The split is fitted to the model's size and channels once, put on the device(s) 
 only where a resize or a grey conversion made new values), and every batch is computed by jitted
 JAX code from (seed, step) alone: epoch e = step // steps_per_epoch is ordered by
 `jax.random.permutation(fold_in(key(seed), e))`, and the crop offsets and flips of step s are drawn
-from `fold_in(key(seed), s)` for the whole global batch. A resumed run sees exactly the batches it
+from `fold_in(fold_in(key(seed), 2**30), s)` (a stream apart from the epochs') for the whole global
+batch. A resumed run sees exactly the batches it
 would have seen, on any number of devices. The same preprocessing as the tf.data pipeline (scale to
 [0, 1], channels, pad or resize, pad-and-crop, flip, normalise), but other random draws: the two
 paths give different (equally valid) batch orders, so a run keeps the path it started with.

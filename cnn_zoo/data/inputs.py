@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_zoo import parallel
+from cnn_zoo import errors, parallel
 from cnn_zoo.data import device_pipeline, preprocess
 
 INPUT_PIPELINES = ('auto', 'device', 'tfdata')
@@ -99,7 +99,11 @@ def _device(config, dataset, plan, mesh, source_channels, mean, std) -> Inputs:
 
 
 def _tfdata(config, dataset, plan, mesh, mean, std) -> Inputs:
-  from cnn_zoo.data import pipeline  # TensorFlow: imported only on this path
+  try:
+    from cnn_zoo.data import pipeline  # TensorFlow: imported only on this path
+  except ImportError:
+    raise errors.ConfigError('config.input_pipeline=tfdata needs TensorFlow, which is not '
+                             'installed here; use input_pipeline=device (or auto)') from None
   train_prep = pipeline.Preprocess(plan.input_shape, tuple(mean), tuple(std), config.resize_mode,
                                    config.augment, config.crop_padding)
   eval_prep = dataclasses.replace(train_prep, augment='none')

@@ -7,6 +7,8 @@ pixel difference it introduced, and a round trip is only as exact as that.
 """
 
 import io
+import os
+import zipfile
 
 import numpy as np
 from PIL import Image
@@ -37,7 +39,7 @@ def pack(npz_path: str, out_path: str, quality: int = 75) -> dict:
     with np.load(npz_path) as arrays:
       data = {k: arrays[k] for k in arrays.files}
     missing = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k not in data]
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise DataError(f'{npz_path}: cannot read it as an npz file ({type(e).__name__})') from None
   if missing:
     raise DataError(f'{npz_path}: missing array(s) {", ".join(missing)}')
@@ -73,12 +75,14 @@ def unpack(packed_path: str) -> dict[str, np.ndarray]:
       out[f'x_{split}'] = np.stack([_decode(data[a:b], channels)
                                     for a, b in zip(offsets[:-1], offsets[1:])])
       out[f'y_{split}'] = arrays[f'{split}_labels']
-  except (OSError, KeyError, ValueError) as e:
+  except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
     raise DataError(f'{packed_path}: not a packed dataset ({type(e).__name__}: {e})') from None
   return out
 
 
 def unpack_to_npz(packed_path: str, npz_path: str) -> None:
   """Decodes a packed file into an npz that `--config.dataset=npz:PATH` reads."""
-  with open(npz_path, 'wb') as f:
-    np.savez(f, **unpack(packed_path))
+  arrays = unpack(packed_path)
+  with open(npz_path + '.tmp', 'wb') as f:  # renamed when whole: a cut unpack leaves no npz
+    np.savez(f, **arrays)
+  os.replace(npz_path + '.tmp', npz_path)

@@ -189,7 +189,12 @@ def _prepare_once(builder) -> None:
 
 
 def _load_tfds(name: str, data_dir: str | None, image_size: int | None) -> Dataset:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise DataError(f'dataset {name!r} is read through TFDS, which needs TensorFlow and '
+                    f'tensorflow-datasets, not installed here; pass local arrays as '
+                    f'--config.dataset=npz:PATH (experiments.pack carries them)') from None
   digits.register()
   try:
     builder = tfds.builder(name, data_dir=data_dir)

@@ -24,9 +24,11 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
                 precision=None, preferred_element_type=None):
   """`lax.conv_general_dilated` (NHWC, HWIO, as flax calls it) as im2col + one matmul.
 
-  Grouped, dilated or string-padded convolutions fall back to XLA's own.
+  Grouped or dilated convolutions fall back to XLA's own; 'SAME' and 'VALID' become explicit pads.
   """
-  plain = (feature_group_count == 1 and batch_group_count == 1 and not isinstance(padding, str)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  plain = (feature_group_count == 1 and batch_group_count == 1
            and all(d == 1 for d in (lhs_dilation or ())) and
            all(d == 1 for d in (rhs_dilation or ())) and lhs.ndim == 4)
   if not plain:

@@ -120,6 +120,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                          image_size=config.image_size or spec.input_shape[0],
                          num_classes=config.num_classes or None)
   plan = make_plan(config, dataset)
+  # The path 'auto' picks is recorded (config.json) and held to on resume: the two draw differently.
+  config = config.copy_and_resolve_references()
+  config.input_pipeline = inputs_lib.choose(config.input_pipeline, dataset, plan.input_shape,
+                                            config.resize_mode)
   workdir_lib.prepare(workdir)
   lock = workdir_lib.Lock(workdir) if is_lead else None
   try:
@@ -215,11 +219,11 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
       spec_['mask'] = jax.ShapeDtypeStruct((n,), jnp.float32, sharding=sharded)
     return spec_
 
+  inputs = inputs_lib.make(config, dataset, plan, mesh)  # compiles its batch functions
   t0 = time.perf_counter()
   train_fn = train_fn.lower(state, batch_spec(plan.batch_size, False)).compile()
   eval_fn = eval_fn.lower(state, batch_spec(plan.eval_batch_size, True)).compile()
-  inputs = inputs_lib.make(config, dataset, plan, mesh)
-  compile_time = time.perf_counter() - t0
+  compile_time = time.perf_counter() - t0 + inputs.compile_time
 
   logging.info('%s on %s: %s trainable parameters, %.4f GMACs/example; %d steps of %d '
                '(%d per epoch) on %d %s device(s), %s input; compiled in %.1fs; starting at '
@@ -296,8 +300,9 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
                          f'command to resume', signum)
 
   def out_of_time() -> bool:
-    """Whether config.time_budget_s has run out (measured from the start of this process's
-    train_and_evaluate; with several processes, agreed at flush points)."""
+    """Whether config.time_budget_s has run out, counted from the start of training's set-up
+    (data on the device, compilation), checked where metrics are flushed: a run can pass its
+    budget by up to log_every_steps steps, and the final evaluation comes after it."""
     over = bool(config.time_budget_s) and time.perf_counter() - started > config.time_budget_s
     if jax.process_count() > 1:
       over = bool(np.max(multihost_utils.process_allgather(np.int32(over))))
@@ -336,8 +341,9 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
                       step, plan.total_steps)
       break
 
-  test = evaluate(eval_fn, state, inputs.eval())
-  writer.write(final_step, 'test', {**test, 'epoch': final_step / plan.steps_per_epoch})
+  if not (final_step < plan.total_steps and final_step % plan.eval_every_steps == 0):
+    test = evaluate(eval_fn, state, inputs.eval())  # else: stopped right after evaluating
+    writer.write(final_step, 'test', {**test, 'epoch': final_step / plan.steps_per_epoch})
   ckpts.wait()
   ckpts.close()
   writer.close()
