@@ -5,8 +5,11 @@ config has every field and an unknown field is an error.
 """
 
 import dataclasses
+import functools
 import math
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -135,6 +138,19 @@ def _check_model_kwargs(config):
   if unknown:
     raise errors.ConfigError(f'config.model_kwargs {", ".join(unknown)} is not an argument of model '
                      f'{config.model!r}; valid choices: {", ".join(taken) or "none"}')
+  if config.model_kwargs:
+    # A value the model cannot be built with (stem='foo'): found by tracing its init on shapes
+    # alone, which costs nothing to compile and allocates nothing.
+    kwargs = config.model_kwargs.to_dict()
+    h, w, c = models.input_shape(config.model)
+    size = config.image_size or h
+    try:
+      jax.eval_shape(functools.partial(models.get(config.model, **kwargs).init, train=False),
+                     jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, size, size, c), jnp.float32))
+    except (ValueError, TypeError, KeyError) as e:
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise errors.ConfigError(f'config.model_kwargs {kwargs} cannot build model '
+                               f'{config.model!r}: {first}') from None
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -151,6 +151,8 @@ BAD_INPUTS = [
     ('image_size', lambda p: 16, "image size 16x16 is too small for model 'lenet5'"),
     ('model_kwargs', lambda p: ml_collections.ConfigDict({'depth': 7}),
      "config.model_kwargs depth is not an argument of model 'lenet5'; valid choices: activation"),
+    ('model_kwargs', lambda p: ml_collections.ConfigDict({'activation': 'swish'}),
+     "config.model_kwargs {'activation': 'swish'} cannot build model 'lenet5': 'swish'"),
     ('dataset', lambda p: f'npz:{p}/missing.npz', 'npz dataset file not found'),
     ('dataset', lambda p: _npz(p, y_test=None), 'missing array(s) y_test'),
     ('dataset', lambda p: _npz(p, x_train=np.zeros((40, 28, 28, 1), np.float32)),
