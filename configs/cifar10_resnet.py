@@ -8,7 +8,7 @@ SGD with momentum 0.9, learning rate 0.1 divided by 10 at 32k and 48k of 64k ite
 decay 1e-4, batch 128, 4-pixel padding with random 32x32 crops and flips; He initialisation
 (weight_init='paper'). ResNet-110 warms up for one epoch (the paper: 0.01 for about 400 iterations).
 Table 6 test errors: 8.75 / 7.51 / 7.17 / 6.97 / 6.43% for ResNet-20/32/44/56/110.
-The argument is the model (default resnet20).
+The argument is the model (default resnet20); `smoke` trains ResNet-20 on digits for seconds.
 """
 
 from cnn_zoo import config as config_lib
@@ -17,9 +17,9 @@ MODELS = ('resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')
 
 
 def get_config(arg: str | None = None):
-  model = arg or 'resnet20'
+  model = 'resnet20' if arg in (None, '', 'smoke') else arg
   if model not in MODELS:
-    raise ValueError(f'unknown config variant {arg!r}; valid choices: {", ".join(MODELS)}')
+    raise ValueError(f'unknown config variant {arg!r}; valid choices: {", ".join(MODELS)}, smoke')
   c = config_lib.defaults()
   c.model = model
   c.dataset = 'cifar10'
@@ -39,4 +39,7 @@ def get_config(arg: str | None = None):
   c.log_every_steps = 200
   c.eval_every_epochs = 10.0
   c.checkpoint_every_steps = 5_000
+  if arg == 'smoke':  # seconds: the recipe on the embedded digits
+    c.dataset, c.num_train_steps, c.eval_batch_size = 'digits', 4, 360
+    c.log_every_steps, c.checkpoint_every_steps = 2, 0
   return c
