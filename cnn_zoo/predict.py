@@ -8,58 +8,68 @@ MNIST run is padded to 32x32 as in training, a large photo is resized to the dat
 import os
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
+from PIL import Image
 
 from cnn_zoo import errors
 from cnn_zoo.train import inference
 
 
 def read_image(path: str) -> np.ndarray:
-  """A PNG, JPEG, GIF, BMP or WebP file as uint8 (H, W, C) with C = 1 (grey) or 3 (RGB).
-
-  decode_image scales 16-bit PNGs to 8 bits; an alpha channel is dropped.
-  """
+  """A PNG, JPEG, GIF, BMP or WebP file as uint8 (H, W, C) with C = 1 (grey) or 3 (RGB), read with
+  Pillow: 16-bit images are scaled to 8 bits; an alpha channel is dropped."""
   if not os.path.isfile(path):
     raise errors.NotFoundError(f'image not found: {path}')
   try:
-    image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False).numpy()
-  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+    with Image.open(path) as image:
+      image.load()
+      if image.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+        grey = np.asarray(image, np.uint32)
+        return (grey >> 8 if grey.max() > 255 else grey).astype(np.uint8)[..., None]
+      grey = image.mode in ('1', 'L', 'LA') or (image.mode == 'P' and _grey_palette(image))
+      return np.asarray(image.convert('L'))[..., None] if grey else np.asarray(
+          image.convert('RGB'))
+  except (OSError, ValueError, Image.DecompressionBombError):
     raise errors.DataError(f'{path}: cannot read it as an image (PNG, JPEG, GIF, BMP or WebP)') from None
-  if image.shape[-1] in (2, 4):  # grey + alpha, RGBA
-    image = image[..., :-1]
-  return image
+
+
+def _grey_palette(image) -> bool:
+  rgb = np.asarray(image.convert('RGB'))
+  return bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
 
 
 def as_dataset_example(run: inference.TrainedRun, image: np.ndarray) -> np.ndarray:
   """uint8 (h, w, c) -> uint8 (H, W, C) at the size and channels of the run's dataset images."""
   height, width, channels = run.dataset.image_shape
-  x = tf.convert_to_tensor(image)
-  if x.shape[-1] == 3 and channels == 1:
-    x = tf.image.rgb_to_grayscale(x)
+  x = image
+  if x.shape[-1] == 3 and channels == 1:  # ITU-R 601 luma, as the input paths convert
+    x = np.round(x.astype(np.float32) @ np.array([0.2989, 0.5870, 0.1140], np.float32))
+    x = np.clip(x, 0, 255).astype(np.uint8)[..., None]
   elif x.shape[-1] == 1 and channels == 3:
-    x = tf.image.grayscale_to_rgb(x)
+    x = np.repeat(x, 3, axis=-1)
   elif x.shape[-1] != channels:
     raise errors.DataError(f'cannot give a {x.shape[-1]}-channel image to a run on '
-                     f'{channels}-channel images')
+                           f'{channels}-channel images')
   if tuple(x.shape[:2]) != (height, width):
-    # As cnn_zoo.data.sources resizes images of varying size.
-    x = tf.image.resize(x, (height, width), antialias=True)
-    x = tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
-  return x.numpy()
+    # As cnn_zoo.data.sources resizes images of varying size (bilinear, antialiased).
+    planes = [Image.fromarray(x[..., c]).resize((width, height), Image.Resampling.BILINEAR)
+              for c in range(x.shape[-1])]
+    x = np.stack([np.asarray(p) for p in planes], axis=-1)
+  return x
 
 
 def class_names(run: inference.TrainedRun) -> list[str]:
-  """The dataset's label names when it has them (TFDS, image folders), else the indices."""
+  """The dataset's label names when it has them (image folders, TFDS), else the indices."""
   name, count = run.config.dataset, run.dataset.num_classes
   names = None
   try:
-    if name.startswith('folder:'):
-      names = tfds.ImageFolder(name[len('folder:'):]).info.features['label'].names
-    elif not name.startswith('npz:'):
+    if name.startswith('folder:'):  # as the folder reader numbers them: sorted train/ folders
+      train = os.path.join(name[len('folder:'):], 'train')
+      names = sorted(c for c in os.listdir(train) if os.path.isdir(os.path.join(train, c)))
+    elif not name.startswith('npz:') and name != 'digits':
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
       builder = tfds.builder(name.removeprefix('tfds:'), data_dir=run.config.data_dir or None)
       names = builder.info.features['label'].names
-  except Exception:  # names are a nicety: fall back to indices
+  except Exception:  # names are a nicety (and TFDS may be absent): fall back to indices
     names = None
   if not names or len(names) < count:
     names = [str(i) for i in range(count)]

@@ -38,6 +38,9 @@ config.num_train_steps, config.batch_size, config.log_every_steps = 4, 32, 2
 results = loop.train_and_evaluate(config, workdir)
 run = inference.load(workdir)
 probabilities = run.probabilities(run.dataset.test.images[:3])
+from cnn_zoo import predict
+Image.fromarray(run.dataset.test.images[0][..., 0]).save(os.path.join(tmp, 'digit.png'))
+ranking = predict.predict(workdir, os.path.join(tmp, 'digit.png'), top_k=None)
 rng = np.random.default_rng(0)
 np.savez(os.path.join(tmp, 'd.npz'), x_train=rng.integers(0, 256, (20, 8, 8, 1), np.uint8),
          y_train=np.arange(20) % 2, x_test=rng.integers(0, 256, (4, 8, 8, 1), np.uint8),
@@ -64,14 +67,14 @@ print(json.dumps({'input_pipeline': results['input_pipeline'], 'steps': results[
                   'npz': [len(npz.train), len(npz.test)],
                   'folder': [len(folder.train), len(folder.test), folder.num_classes,
                              list(folder.image_shape)],
-                  'refused': refused,
+                  'refused': refused, 'predicted': sum(p for _, _, p in ranking),
                   'tensorflow_loaded': sys.modules['tensorflow'] is not None}))
 '''
 
 
 def test_training_inference_and_local_data_need_no_tensorflow(tmp_path):
-  """In a process where `import tensorflow` fails: train on digits, reload the run, read npz and
-  image-folder data."""
+  """In a process where `import tensorflow` fails: train on digits, reload the run, predict an
+  image file, read npz and image-folder data."""
   import json
   import subprocess
   import sys
@@ -83,7 +86,7 @@ def test_training_inference_and_local_data_need_no_tensorflow(tmp_path):
   assert out['input_pipeline'] == 'device' and out['steps'] == 4
   np.testing.assert_allclose(out['probability_sums'], 1.0, rtol=1e-5)
   assert out['npz'] == [20, 4] and out['folder'] == [4, 2, 2, [9, 9, 3]]
-  assert not out['tensorflow_loaded']
+  assert not out['tensorflow_loaded'] and abs(out['predicted'] - 1) < 1e-5
   assert out['refused'][0].startswith('config.input_pipeline=tfdata needs TensorFlow')
   assert out['refused'][1].startswith("dataset 'cifar10' is read through TFDS, which needs")
   assert os.listdir(tmp_path / 'run' / 'tensorboard')
