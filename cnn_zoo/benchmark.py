@@ -45,6 +45,23 @@ def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def step_memory_mb(compiled) -> float:
+  """Device memory one call of a compiled step needs, by XLA's buffer assignment: arguments
+  (state and batch), outputs not written over donated arguments, and temporaries (activations
+  kept for the backward pass). The comparable figure to PyTorch's peak allocated memory."""
+  m = compiled.memory_analysis()
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+           + m.temp_size_in_bytes)
+  return total / 2 ** 20
+
+
+def device_peak_mb() -> float | None:
+  """The allocator's peak so far in this process (GPU, TPU), or None where it keeps none (CPU)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use')
+  return None if peak is None else peak / 2 ** 20
+
+
 def matmul_peak_gflop_s(n: int = 2048, steps: int = 10) -> float:
   """The machine's float32 matrix-multiply rate through XLA: a ceiling for the convolutions."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
@@ -55,10 +72,12 @@ def matmul_peak_gflop_s(n: int = 2048, steps: int = 10) -> float:
 
 def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'float32',
                     conv_impl: str = 'auto', steps: int = 10, warmup: int = 3,
-                    min_seconds: float = 3.0) -> dict:
+                    min_seconds: float = 3.0, infer_batch_size: int | None = None) -> dict:
   """Compile time, train and eval images/s (medians over >= `steps` timed steps) of one model."""
   batch_size = batch_size or default_batch_size(name)
+  infer_batch_size = infer_batch_size or batch_size
   parallel.check_batch_size(batch_size)
+  parallel.check_batch_size(infer_batch_size, 'infer_batch_size')
   shape = models.input_shape(name)
   model = models.get(name, dtype=dtype)
   counts = summary_lib.summarize(model, shape)
@@ -74,7 +93,10 @@ def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'floa
   train_batch = jax.device_put({
       'image': rng.standard_normal((batch_size, *shape), np.float32),
       'label': rng.integers(0, spec.num_classes, batch_size).astype(np.int32)}, sharded)
-  eval_batch = {**train_batch, 'mask': jax.device_put(np.ones(batch_size, np.float32), sharded)}
+  eval_batch = jax.device_put({
+      'image': rng.standard_normal((infer_batch_size, *shape), np.float32),
+      'label': rng.integers(0, spec.num_classes, infer_batch_size).astype(np.int32),
+      'mask': np.ones(infer_batch_size, np.float32)}, sharded)
 
   start = time.perf_counter()
   train_step = jax.jit(functools.partial(step_lib.train_step, conv_impl=conv_impl),
@@ -102,9 +124,11 @@ def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'floa
       'params': counts.params, 'fwd_macs': counts.macs, 'batch_size': batch_size,
       'dtype': dtype, 'conv_impl': conv.resolve(conv_impl),
       'compile_s': compile_s, 'train_step_s': train_s, 'train_img_s': batch_size / train_s,
-      'train_steps_timed': len(train_times), 'infer_img_s': batch_size / eval_s,
+      'train_steps_timed': len(train_times), 'infer_batch_size': infer_batch_size,
+      'infer_img_s': infer_batch_size / eval_s,
       'gflop_s': 3 * 2 * counts.macs * batch_size / train_s / 1e9,
-      'peak_rss_mb': peak_rss_mb(),
+      'peak_rss_mb': peak_rss_mb(), 'train_step_memory_mb': step_memory_mb(train_step),
+      'device_peak_mb': device_peak_mb(),  # cumulative over the process's models
   }
 
 
@@ -151,3 +175,49 @@ def machine() -> dict:
   return {'platform': jax.default_backend(), 'devices': jax.device_count(),
           'device_kind': jax.devices()[0].device_kind, 'cpu': cpu, 'cpus': os.cpu_count(),
           'jax_version': jax.__version__, 'date': time.strftime('%Y-%m-%d')}
+
+
+DTYPES = ('float32', 'bfloat16')
+
+
+def side_by_side(directory: str) -> str:
+  """Markdown table of cnn_zoo's step beside the PyTorch reference, from the jax_DTYPE.json and
+  torch_DTYPE.json files that experiments/gpu_table.sh writes; a model measured on one side only
+  shows '-' on the other."""
+  import json  # pylint: disable=g-import-not-at-top
+
+  def read(name):
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+      return {}
+    with open(path, encoding='utf-8') as f:
+      return {k: v for k, v in json.load(f).items() if not k.startswith('_')}
+
+  def cell(value, fmt='{:,.0f}'):
+    return '-' if value is None else fmt.format(value)
+
+  def ratio(a, b):
+    return '-' if a is None or b is None else f'{a / b:.2f}x'
+
+  lines = ['| model | dtype | JAX train img/s | PyTorch train img/s | JAX / PyTorch | '
+           'JAX infer img/s | PyTorch infer img/s | JAX / PyTorch | JAX train step MiB | '
+           'PyTorch peak MiB | JAX compile s |', '|---|---|' + '---:|' * 9]
+  found = False
+  for dtype in DTYPES:
+    ours, theirs = read(f'jax_{dtype}.json'), read(f'torch_{dtype}.json')
+    for model in list(ours) + [m for m in theirs if m not in ours]:
+      found = True
+      j, t = ours.get(model, {}), theirs.get(model, {})
+      peak = t.get('peak_gpu_mem_bytes')
+      lines.append(
+          f'| {model} | {dtype} | {cell(j.get("train_img_s"))} | {cell(t.get("train_img_s"))} | '
+          f'{ratio(j.get("train_img_s"), t.get("train_img_s"))} | '
+          f'{cell(j.get("infer_img_s"))} | {cell(t.get("infer_img_s"))} | '
+          f'{ratio(j.get("infer_img_s"), t.get("infer_img_s"))} | '
+          f'{cell(j.get("train_step_memory_mb"))} | '
+          f'{cell(None if peak is None else peak / 2 ** 20)} | '
+          f'{cell(j.get("compile_s"), "{:.1f}")} |')
+  if not found:
+    raise FileNotFoundError(f'no jax_DTYPE.json or torch_DTYPE.json in {directory}; '
+                            f'DTYPE one of {", ".join(DTYPES)}')
+  return '\n'.join(lines)

@@ -339,21 +339,24 @@ def _throughput(rows: list[Row], path: str) -> None:
   fig.savefig(path)
 
 
-def write(workdir: str) -> str:
-  """Writes comparison.md, comparison.csv and the PNG plots into `workdir`; returns the markdown."""
+def write(workdir: str, out_dir: str | None = None) -> str:
+  """Writes comparison.md, comparison.csv and the PNG plots into `out_dir` (default: `workdir`);
+  returns the markdown."""
   runs = collect(workdir)
   rows = group(runs)
   text = markdown(rows, runs, workdir)
-  with open(os.path.join(workdir, MARKDOWN), 'w', encoding='utf-8') as f:
+  out_dir = out_dir or workdir
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, MARKDOWN), 'w', encoding='utf-8') as f:
     f.write(text)
-  with open(os.path.join(workdir, CSV), 'w', encoding='utf-8', newline='') as f:
+  with open(os.path.join(out_dir, CSV), 'w', encoding='utf-8', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(csv_rows(rows))
   if rows:
     _scatter(rows, 'fwd_macs_per_example', 'forward MACs per example',
-             os.path.join(workdir, PLOTS[0]))
-    _scatter(rows, 'params', 'trainable parameters', os.path.join(workdir, PLOTS[1]))
-    _learning_curves(rows, os.path.join(workdir, PLOTS[2]))
-    _throughput(rows, os.path.join(workdir, PLOTS[3]))
+             os.path.join(out_dir, PLOTS[0]))
+    _scatter(rows, 'params', 'trainable parameters', os.path.join(out_dir, PLOTS[1]))
+    _learning_curves(rows, os.path.join(out_dir, PLOTS[2]))
+    _throughput(rows, os.path.join(out_dir, PLOTS[3]))
   return text

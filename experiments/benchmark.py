@@ -15,6 +15,8 @@ from cnn_zoo import benchmark, cli, outputs
 _MODELS = flags.DEFINE_list('models', ['lenet5', 'resnet20'], 'Registered model names.')
 _BATCH = flags.DEFINE_integer('batch_size', None, 'Batch size (default: 128 for 32x32 models, '
                               '16 for 224x224 ones).')
+_INFER_BATCH = flags.DEFINE_integer('infer_batch_size', None, 'Batch size of the eval step '
+                                    '(default: --batch_size).')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Activation dtype.')
 _CONV = flags.DEFINE_enum('conv_impl', 'auto', ['auto', 'xla', 'im2col'], 'Convolution '
                           'implementation (auto: im2col on CPU).')
@@ -24,10 +26,15 @@ _PEAK = flags.DEFINE_bool('peak', True, 'Also measure the float32 matmul rate.')
 _PIPELINE = flags.DEFINE_bool('input_pipeline', False, 'Measure the input pipeline and the '
                               'training loop against the bare step instead.')
 _DATASET = flags.DEFINE_string('dataset', 'digits', 'Dataset for --input_pipeline.')
+_SIDE_BY_SIDE = flags.DEFINE_string('side_by_side', None, 'Only print the table of the JSON '
+                                    'files that experiments/gpu_table.sh wrote into this folder.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir for --input_pipeline.')
 
 
 def _run():
+  if _SIDE_BY_SIDE.value:
+    print(benchmark.side_by_side(_SIDE_BY_SIDE.value))
+    return
   if _JSON.value:
     outputs.writable_file(_JSON.value, '--json')  # before minutes of benchmarking, not after
   results = {'_machine': benchmark.machine()}
@@ -43,14 +50,16 @@ def _run():
               f'= {100 * r[f"{path}_loop_vs_step"]:.1f}% of the bare step\'s '
               f'{r["step_img_s"]:.1f} img/s', flush=True)
     else:
-      r = benchmark.benchmark_model(name, _BATCH.value, _DTYPE.value, _CONV.value, _STEPS.value)
+      r = benchmark.benchmark_model(name, _BATCH.value, _DTYPE.value, _CONV.value, _STEPS.value,
+                                    infer_batch_size=_INFER_BATCH.value)
       print(f'{name}: {r["params"]:,} params, batch {r["batch_size"]}, compile '
             f'{r["compile_s"]:.1f}s, train {r["train_img_s"]:.1f} img/s, infer '
-            f'{r["infer_img_s"]:.1f} img/s, {r["gflop_s"]:.1f} GFLOP/s, peak RSS '
+            f'{r["infer_img_s"]:.1f} img/s, {r["gflop_s"]:.1f} GFLOP/s, train step memory '
+            f'{r["train_step_memory_mb"]:.0f} MiB, peak RSS '
             f'{r["peak_rss_mb"]:.0f} MB', flush=True)
     results[name] = r
-  if _JSON.value:
-    outputs.write_text(_JSON.value, json.dumps(results, indent=2), '--json')
+    if _JSON.value:  # after every model, so that a run cut short keeps what it measured
+      outputs.write_text(_JSON.value, json.dumps(results, indent=2), '--json')
 
 
 def main(argv):

@@ -140,3 +140,15 @@ def test_compare_launcher_prints_the_table(sweep_dir):
   assert proc.returncode == 0, proc.stderr
   assert '| resnet20 | digits | learning_rate=0.1 | 1 |' in proc.stdout
   assert (sweep_dir / 'throughput.png').exists()
+
+
+def test_committed_results_rebuild_elsewhere(tmp_path):
+  """docs/results holds runs' own files; the report rebuilds from them without writing there."""
+  results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         'docs', 'results')
+  before = sorted(os.listdir(results))
+  text = report.write(results, str(tmp_path))
+  assert sorted(os.listdir(results)) == before
+  row = next(line for line in text.splitlines() if line.startswith('| resnet20 |'))
+  assert '| 87.55 |' in row and '| 164 |' in row  # the H200 run of He et al.'s recipe
+  assert (tmp_path / 'learning_curves.png').stat().st_size > 10_000
