@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 from cnn_zoo import errors
 from cnn_zoo import report
 

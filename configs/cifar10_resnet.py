@@ -11,7 +11,7 @@ Table 6 test errors: 8.75 / 7.51 / 7.17 / 6.97 / 6.43% for ResNet-20/32/44/56/11
 The argument is the model (default resnet20); `smoke` trains ResNet-20 on digits for seconds.
 """
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 
 MODELS = ('resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')
 

@@ -4,7 +4,7 @@
   python -m experiments.train --config=configs/default.py:smoke --workdir=/tmp/smoke   # seconds
 """
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 
 
 def get_config(arg: str | None = None):

@@ -8,7 +8,7 @@ Without --config.dataset it reads TFDS `mnist` (prepared in data_dir). The 28x28
 zero-padded to 32x32, as in the paper.
 """
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 
 
 def get_config(arg: str | None = None):

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 from cnn_zoo import models
 from cnn_zoo.data import pipeline, sources
 from cnn_zoo.train import loop, optim, writers

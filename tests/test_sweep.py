@@ -11,7 +11,7 @@ import sys
 import ml_collections
 import pytest
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 from cnn_zoo import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cnn_zoo import cli, errors, outputs, sweep
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 from cnn_zoo.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

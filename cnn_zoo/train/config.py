@@ -15,8 +15,8 @@ import numpy as np
 
 from cnn_zoo import errors
 from cnn_zoo import models
-from cnn_zoo.models import registry
-from cnn_zoo.models import conv
+from cnn_zoo.data import inputs, preprocess, sources
+from cnn_zoo.models import conv, registry
 from cnn_zoo.train import optim
 
 DTYPES = ('float32', 'bfloat16')
@@ -156,8 +156,6 @@ def _check_model_kwargs(config):
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (a ValueError) with one line naming the field, the value and the valid
   choices."""
-  # The data side needs TensorFlow; defaults() alone (the step benchmark) runs with JAX only.
-  from cnn_zoo.data import inputs, preprocess, sources  # pylint: disable=g-import-not-at-top
   unknown = sorted(set(config.keys()) - set(defaults().keys()))
   if unknown:
     raise errors.ConfigError(f'unknown config field(s) {", ".join(unknown)}; valid fields: '
