@@ -434,7 +434,8 @@ def test_a_corrupt_config_json_is_unreadable_not_a_different_run(reference, tmp_
   assert _snapshot(workdir) == before
   # A sweep point in such a workdir fails naming the file instead of crashing the sweep.
   point = sweep.Point('run', 'configs/default.py', {}, {})
-  outcome = sweep.run_point(point, str(tmp_path), launch=lambda *_: pytest.fail('launched'))
+  outcome = sweep.run_point(point, str(tmp_path), sweep.Trainer(('python',), str(tmp_path)),
+                            launch=lambda *_: pytest.fail('launched'))
   assert outcome.status == sweep.FAILED and 'config.json is unreadable' in outcome.message
 
 

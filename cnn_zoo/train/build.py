@@ -115,24 +115,25 @@ class Built:
     argument is donated."""
     c = self.config
     fn = jax.jit(functools.partial(step_lib.train_step, label_smoothing=c.label_smoothing,
-                                   skip_nonfinite=c.nonfinite == 'skip', conv_impl=c.conv_impl),
+                                   skip_nonfinite=c.nonfinite == 'skip'),
                  in_shardings=(self.state_sharding, self.batch_sharding),
                  out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
     return fn.lower(state, self.batch_spec(batch_size or self.plan.batch_size, False)).compile()
 
   def compile_eval(self, state, batch_size: int | None = None):
     """The eval step (sums over a masked batch) compiled ahead of time for `batch_size`."""
-    fn = jax.jit(functools.partial(step_lib.eval_step, conv_impl=self.config.conv_impl),
-                 in_shardings=(self.state_sharding, self.batch_sharding),
+    fn = jax.jit(step_lib.eval_step, in_shardings=(self.state_sharding, self.batch_sharding),
                  out_shardings=self.replicated)
     return fn.lower(state, self.batch_spec(batch_size or self.plan.eval_batch_size,
                                            True)).compile()
 
 
 def model(config, num_classes: int):
-  """The config's model for `num_classes` classes."""
+  """The config's model for `num_classes` classes, computing its convolutions with
+  config.conv_impl wherever it is applied."""
   return models.get(config.model, num_classes=num_classes, dtype=config.dtype,
-                    weight_init=config.weight_init, **config.model_kwargs.to_dict())
+                    weight_init=config.weight_init, conv_impl=config.conv_impl,
+                    **config.model_kwargs.to_dict())
 
 
 def build(config, plan: Plan, mesh=None, shard_params: bool | None = None) -> Built:
