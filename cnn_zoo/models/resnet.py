@@ -19,8 +19,9 @@ import jax.numpy as jnp
 from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
 
 
-class BasicBlock(nn.Module):
-  """3x3 conv - BN - ReLU - 3x3 conv - BN, plus the shortcut, then ReLU."""
+class ResidualBlock(nn.Module):
+  """What both block kinds take; `layers(train)` gives their bias-free convolution (He init,
+  the block's conv_impl) and BatchNorm."""
   features: int
   stride: int = 1
   shortcut: str = 'projection'  # or 'zero_pad' (option A)
@@ -29,12 +30,19 @@ class BasicBlock(nn.Module):
   zero_init_last_bn: bool = False
   conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
+  def layers(self, train: bool):
     conv = functools.partial(
         conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
         kernel_init=initializers.rule('resnet', self.weight_init).conv_kernel)
-    bn = functools.partial(norm.batch_norm, train, self.dtype)
+    return conv, functools.partial(norm.batch_norm, train, self.dtype)
+
+
+class BasicBlock(ResidualBlock):
+  """3x3 conv - BN - ReLU - 3x3 conv - BN, plus the shortcut, then ReLU."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv, bn = self.layers(train)
     y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(x)
     y = nn.relu(bn()(y))
     y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)))(y)
@@ -42,23 +50,13 @@ class BasicBlock(nn.Module):
     return nn.relu(y + _shortcut(self, x, self.features, train))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
   """1x1 conv - BN - ReLU - 3x3 conv (strided) - BN - ReLU - 1x1 conv (4x wider) - BN, plus the
   shortcut, then ReLU."""
-  features: int
-  stride: int = 1
-  shortcut: str = 'projection'
-  dtype: Any = jnp.float32
-  weight_init: str = 'paper'
-  zero_init_last_bn: bool = False
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(
-        conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
-        kernel_init=initializers.rule('resnet', self.weight_init).conv_kernel)
-    bn = functools.partial(norm.batch_norm, train, self.dtype)
+    conv, bn = self.layers(train)
     y = nn.relu(bn()(conv(self.features, (1, 1))(x)))
     y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(y)
     y = nn.relu(bn()(y))
