@@ -33,7 +33,8 @@ def _one_line(e: BaseException) -> str:
 
 def parse_flags(argv):
   """absl's flag parsing, with a bad flag or config override reported in one line (app.run's
-  flags_parser)."""
+  flags_parser); installs the console filters."""
+  quiet_logging()
   try:
     argv = flags.FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
@@ -87,6 +88,7 @@ def _closest_files(path: str) -> str:
 
 def run(fn, *args, **kwargs):
   """Calls fn; a user error exits with status 2 and one line on stderr (all of it with --debug)."""
+  quiet_logging()
   try:
     return fn(*args, **kwargs)
   except USER_ERRORS as e:
@@ -127,5 +129,10 @@ class _OneLineStorageErrors:
                 outputs.storage_reason(Exception(record.getMessage())))
 
 
-logging.get_absl_handler().addFilter(_QuietLibraries())
-std_logging.getLogger('absl').addFilter(_OneLineStorageErrors())
+def quiet_logging():
+  """The launchers' console filters, installed once by parse_flags or run (not on import: a
+  library user's logging is theirs)."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+    handler.addFilter(_QuietLibraries())
+    std_logging.getLogger('absl').addFilter(_OneLineStorageErrors())

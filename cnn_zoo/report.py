@@ -12,6 +12,8 @@ import os
 import statistics
 
 from cnn_zoo import errors
+from cnn_zoo.data import sources
+from cnn_zoo.train import config as config_lib
 
 MARKDOWN, CSV = 'comparison.md', 'comparison.csv'
 PLOTS = ('accuracy_vs_macs.png', 'accuracy_vs_params.png', 'learning_curves.png', 'throughput.png')
@@ -50,17 +52,6 @@ class Row:
     return self.model + (f' ({self.setting})' if self.setting else '')
 
 
-def flatten(tree: dict, prefix: str = '') -> dict:
-  """Nested dicts as one level of dotted keys, as config overrides name fields."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
 def _read_jsonl(path: str) -> list[dict]:
   records = []
   if os.path.exists(path):
@@ -86,7 +77,7 @@ def collect(workdir: str) -> list[Run]:
     config, results = {}, None
     if os.path.isfile(config_path):
       with open(config_path, encoding='utf-8') as f:
-        config = flatten(json.load(f))
+        config = config_lib.flatten(json.load(f))
     if os.path.isfile(results_path):
       with open(results_path, encoding='utf-8') as f:
         results = json.load(f)
@@ -187,14 +178,6 @@ def _si(n) -> str:
   return str(n)
 
 
-def short_dataset(name: str) -> str:
-  """`npz:../shared/data/cifar10.npz` -> `cifar10.npz`; TFDS names unchanged."""
-  if ':' in name:
-    prefix, path = name.split(':', 1)
-    return f'{prefix}:{os.path.basename(path.rstrip("/"))}'
-  return name
-
-
 def markdown(rows: list[Row], runs: list[Run], workdir: str) -> str:
   """comparison.md: the table and what it is made of."""
   with_setting = any(row.setting for row in rows)
@@ -203,7 +186,7 @@ def markdown(rows: list[Row], runs: list[Run], workdir: str) -> str:
       'train images/s', f'to {TARGET_ACCURACY:.0%} top-1']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
   for row in rows:
-    cells = [row.model, short_dataset(row.dataset)] + ([row.setting] if with_setting else []) + [
+    cells = [row.model, sources.short_name(row.dataset)] + ([row.setting] if with_setting else []) + [
         str(len(row.runs)), _si(row.first('params')), _si(row.first('fwd_macs_per_example')),
         _pm(row.values('test_accuracy', 100), 2), _pm(row.values('test_top5', 100), 2),
         f'{row.first("epochs") or 0:.3g}', _pm(row.values('train_time_s'), 1),
@@ -288,7 +271,7 @@ def _scatter(rows: list[Row], x_key: str, x_label: str, path: str) -> None:
       continue
     xs, ys, errs = [p[0] for p in points], [p[1] for p in points], [p[2] or 0 for p in points]
     ax.errorbar(xs, ys, yerr=errs, fmt='os^Dv'[i % 5], capsize=3,
-                label=short_dataset(dataset))
+                label=sources.short_name(dataset))
     for x, y, _, row in points:
       ax.annotate(row.label, (x, y), textcoords='offset points', xytext=(4, 4), fontsize=8)
   ax.set_xscale('log')
@@ -306,7 +289,7 @@ def _learning_curves(rows: list[Row], path: str) -> None:
   acc_ax, loss_ax = fig.subplots(1, 2)
   several = len({row.dataset for row in rows}) > 1
   for row in rows:
-    label = row.label + (f' [{short_dataset(row.dataset)}]' if several else '')
+    label = row.label + (f' [{sources.short_name(row.dataset)}]' if several else '')
     acc_ax.plot(*_curve(row, 'test', 'accuracy', 100), marker='.', label=label)
     loss_ax.plot(*_curve(row, 'train', 'loss'), label=label)
   acc_ax.set(xlabel='epoch', ylabel='test top-1 accuracy (%)', title='test accuracy')
@@ -326,7 +309,7 @@ def _throughput(rows: list[Row], path: str) -> None:
   ax = fig.add_subplot()
   stats = [mean_std(row.values('train_images_per_s')) for row in rows]
   several = len({row.dataset for row in rows}) > 1
-  labels = [row.label + (f' [{short_dataset(row.dataset)}]' if several else '') for row in rows]
+  labels = [row.label + (f' [{sources.short_name(row.dataset)}]' if several else '') for row in rows]
   bars = ax.barh(range(len(rows)), [m for m, _ in stats], xerr=[s or 0 for _, s in stats],
                  capsize=3)
   ax.bar_label(bars, [f'{m:,.0f}' for m, _ in stats], padding=4, fontsize=8)

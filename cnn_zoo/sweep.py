@@ -27,7 +27,6 @@ import time
 from typing import Any, Callable
 
 from cnn_zoo import errors
-from cnn_zoo import report
 from cnn_zoo.train import config as config_lib
 
 SPEC_FIELDS = ('base', 'overrides', 'axes')
@@ -145,7 +144,7 @@ def expand(spec, root: str) -> list[Point]:
     raise errors.ConfigError(f'sweep base={base!r} must name a config file, e.g. configs/default.py')
   if not os.path.isfile(os.path.join(root, base.split(':', 1)[0])):
     raise errors.ConfigError(f'sweep base={base!r}: no such config file under {root}')
-  fixed = report.flatten(spec.get('overrides') or {})
+  fixed = config_lib.flatten(spec.get('overrides') or {})
   for field in fixed:
     _check_field(field, 'overrides')
   axes = spec.get('axes') or []
@@ -196,7 +195,7 @@ def _recorded_mismatch(point: Point, run_dir: str) -> str:
     return ''
   try:
     with open(path, encoding='utf-8') as f:
-      recorded = report.flatten(json.load(f))
+      recorded = config_lib.flatten(json.load(f))
   except (OSError, ValueError, AttributeError) as e:
     return (f'{path} is unreadable ({type(e).__name__}); it identifies the run in {run_dir}: '
             f'restore it from a copy, or give another --workdir')

@@ -405,7 +405,8 @@ def get_config(arg=None):
     ('--config=configs/defualt.py',
      'error: --config=configs/defualt.py: no such config file (did you mean: configs/default.py)'),
     ('--config=configs/default.py:smok',
-     "error: --config=configs/default.py:smok: unknown config variant 'smok'; valid choices: smoke"),
+     "error: --config=configs/default.py:smok: unknown config argument 'smok'; valid choices: "
+     "smoke"),
 ])
 def test_a_missing_config_file_or_variant_is_one_line(tmp_path, flag, message):
   proc = subprocess.run([sys.executable, '-m', 'experiments.train', flag,

@@ -62,6 +62,15 @@ def valid_names() -> str:
   return ', '.join(TFDS_DATASETS) + ', npz:PATH, folder:PATH, tfds:NAME'
 
 
+def short_name(name: str) -> str:
+  """How tables show a dataset: `npz:../shared/data/cifar10.npz` -> `npz:cifar10.npz`; TFDS names
+  unchanged."""
+  if name.startswith(PREFIXES):
+    prefix, path = name.split(':', 1)
+    return f'{prefix}:{os.path.basename(path.rstrip("/"))}'
+  return name
+
+
 def check_name(name: str) -> None:
   if name not in TFDS_DATASETS and not name.startswith(PREFIXES):
     raise DataError(f'unknown dataset {name!r}; valid choices: {valid_names()}')

@@ -20,8 +20,7 @@ from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, regist
 
 
 class ResidualBlock(nn.Module):
-  """What both block kinds take; `layers(train)` gives their bias-free convolution (He init,
-  the block's conv_impl) and BatchNorm."""
+  """What both block kinds take (their layers: `_block_layers`)."""
   features: int
   stride: int = 1
   shortcut: str = 'projection'  # or 'zero_pad' (option A)
@@ -30,19 +29,13 @@ class ResidualBlock(nn.Module):
   zero_init_last_bn: bool = False
   conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
-  def layers(self, train: bool):
-    conv = functools.partial(
-        conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
-        kernel_init=initializers.rule('resnet', self.weight_init).conv_kernel)
-    return conv, functools.partial(norm.batch_norm, train, self.dtype)
-
 
 class BasicBlock(ResidualBlock):
   """3x3 conv - BN - ReLU - 3x3 conv - BN, plus the shortcut, then ReLU."""
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, bn = self.layers(train)
+    conv, bn = _block_layers(self, train)
     y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(x)
     y = nn.relu(bn()(y))
     y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)))(y)
@@ -56,12 +49,21 @@ class Bottleneck(ResidualBlock):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, bn = self.layers(train)
+    conv, bn = _block_layers(self, train)
     y = nn.relu(bn()(conv(self.features, (1, 1))(x)))
     y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(y)
     y = nn.relu(bn()(y))
     y = bn(scale_init=_last_bn_scale(self))(conv(self.features * 4, (1, 1))(y))
     return nn.relu(y + _shortcut(self, x, self.features * 4, train))
+
+
+def _block_layers(block: ResidualBlock, train: bool):
+  """A block's bias-free convolution (He init, the block's conv_impl) and BatchNorm. A function,
+  not a method: module methods are intercepted like layers (summaries, shape checks)."""
+  conv = functools.partial(
+      conv_lib.conv_module(block.conv_impl), use_bias=False, dtype=block.dtype,
+      kernel_init=initializers.rule('resnet', block.weight_init).conv_kernel)
+  return conv, functools.partial(norm.batch_norm, train, block.dtype)
 
 
 def _last_bn_scale(block: nn.Module):

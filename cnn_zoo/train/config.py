@@ -205,8 +205,9 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     key, has_value, value = item.partition('=')
     key = key.strip()
     if key not in defaults:
-      raise errors.ConfigError(f'unknown config argument {key!r} in {arg!r}; valid: '
-                               f'{", ".join(f"{k}={v!r}" for k, v in defaults.items())}')
+      valid = (k if isinstance(v, bool) else f'{k}=... (default {v!r})' for k, v in defaults.items())
+      raise errors.ConfigError(f'unknown config argument {key!r}; valid choices: '
+                               f'{", ".join(valid)}')
     default = defaults[key]
     if not has_value:
       if not isinstance(default, bool):
@@ -230,3 +231,14 @@ def choose(name: str, value, choices) -> None:
   if value not in choices:
     raise errors.ConfigError(f'config argument {name}={value!r} is not valid; valid choices: '
                              f'{", ".join(map(str, choices))}')
+
+
+def flatten(tree: dict, prefix: str = '') -> dict:
+  """Nested dicts as one level of dotted field names, as `--config.a.b=` overrides name them."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
