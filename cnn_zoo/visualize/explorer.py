@@ -104,6 +104,13 @@ def check(run: inference.TrainedRun) -> None:
                              f'{", ".join(drawable_models())}')
 
 
+def _dataset_name(dataset: str) -> str:
+  """npz:/a/b/mnist.npz -> npz:mnist.npz: the page names the data, not this machine's paths."""
+  kind, sep, path = dataset.partition(':')
+  return f'{kind}:{os.path.basename(os.path.normpath(path))}' if sep and kind in ('npz', 'folder') \
+      else dataset
+
+
 def data(run: inference.TrainedRun) -> dict:
   """Everything the page needs, JSON-ready."""
   check(run)
@@ -116,7 +123,7 @@ def data(run: inference.TrainedRun) -> dict:
   pixels = pad_values(run, run.dataset.test.images[indices])
   height, width, _ = prep.image_shape
   return {
-      'model': run.config.model, 'step': run.step, 'dataset': run.config.dataset,
+      'model': run.config.model, 'step': run.step, 'dataset': _dataset_name(run.config.dataset),
       'activation': run.model.activation, 'pool': run.model.pool,
       'input': {'height': height, 'width': width, 'box': _pad_box(run),
                 'source': list(run.dataset.image_shape[:2]),
