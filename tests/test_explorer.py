@@ -97,24 +97,13 @@ def test_refuses_models_it_cannot_draw_and_missing_runs(run, tmp_path):
 def test_page_in_chromium_computes_jax_activations(run, page_path, driver):
   """20 test images fed to the page: every layer within 1e-4 of JAX's, the same prediction; and
   one forward pass in the page under 5 ms."""
-  browser.open_page(driver, page_path)
-  images = run.dataset.test.images[:NUM_IMAGES]
-  pads = explorer.pad_values(run, images)
-  worst = {}
-  for image, pad in zip(images, pads):
-    driver.execute_script('window.explorer.setInput(arguments[0]);', pad.ravel().tolist())
-    page = driver.execute_script('return window.explorer.layers();')
-    predicted = driver.execute_script('return window.explorer.prediction();')
-    jax_layers = activations.capture(run.model, run.variables, run.inputs(image[None])).layers
-    assert sorted(l.name for l in jax_layers) == sorted(page)  # the driver sorts keys
-    for layer in jax_layers:
-      diff = float(np.max(np.abs(np.asarray(page[layer.name], np.float32) - layer.values.ravel())))
-      worst[layer.name] = max(worst.get(layer.name, 0.0), diff)
-    assert predicted == int(np.argmax(jax_layers[-1].values))
-  ms = driver.execute_script('window.explorer.timeForward(20); return window.explorer.timeForward(200);')
+  result = browser.agreement(driver, run, page_path, NUM_IMAGES)
+  worst, ms = result['max_abs_diff'], result['forward_ms']
   print(f'\n{run.config.model}: max |page - JAX| over {NUM_IMAGES} images, per layer: '
         + ', '.join(f'{k} {v:.2e}' for k, v in worst.items()) + f'; forward pass {ms:.3f} ms')
+  assert sorted(worst) == ['conv1', 'conv2', 'fc1', 'fc2', 'input', 'output', 'pool1', 'pool2']
   assert max(worst.values()) < TOLERANCE, worst
+  assert result['same_prediction'] == result['count'] == NUM_IMAGES
   assert ms < FORWARD_BUDGET_MS
 
 

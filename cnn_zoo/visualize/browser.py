@@ -106,6 +106,32 @@ def highlights(driver, selector: str) -> list[dict]:
       'cols: +e.dataset.cols}));', selector)
 
 
+def agreement(driver, run, page_path: str, count: int = 20) -> dict:
+  """Feeds the page the first `count` test images of the run and compares every layer it computes
+  with JAX's (`activations.capture`): {'max_abs_diff': {layer: worst}, 'same_prediction': n,
+  'count': count, 'forward_ms': mean of 200 passes in the page}."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cnn_zoo.visualize import activations, explorer  # pylint: disable=g-import-not-at-top
+  open_page(driver, page_path)
+  images = run.dataset.test.images[:count]
+  worst, same = {}, 0
+  for image, pad in zip(images, explorer.pad_values(run, images)):
+    driver.execute_script('window.explorer.setInput(arguments[0]);', pad.ravel().tolist())
+    page = driver.execute_script('return window.explorer.layers();')
+    reference = activations.capture(run.model, run.variables, run.inputs(image[None])).layers
+    if sorted(layer.name for layer in reference) != sorted(page):  # the driver sorts keys
+      raise RuntimeError(f'the page computes layers {sorted(page)}, the model '
+                           f'{[layer.name for layer in reference]}')
+    for layer in reference:
+      diff = np.abs(np.asarray(page[layer.name], np.float32) - layer.values.ravel())
+      worst[layer.name] = max(worst.get(layer.name, 0.0), float(diff.max()))
+    same += driver.execute_script('return window.explorer.prediction();') == \
+        int(np.argmax(reference[-1].values))
+  driver.execute_script('window.explorer.timeForward(20);')  # warm up V8's compiler first
+  ms = driver.execute_script('return window.explorer.timeForward(200);')
+  return {'max_abs_diff': worst, 'same_prediction': same, 'count': len(images), 'forward_ms': ms}
+
+
 def digit_two(box: list[int]) -> list[list[tuple[float, float]]]:
   """Strokes of a handwritten 2 in the pad's drawable box [top, left, height, width]."""
   import math  # pylint: disable=g-import-not-at-top
