@@ -5,7 +5,7 @@ whatever devices JAX sees; nothing is estimated except GFLOP/s, which counts tra
 forward passes (forward, input gradient, weight gradient), as is usual.
 """
 
-import functools
+import json
 import os
 import platform
 import resource
@@ -16,13 +16,13 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from cnn_zoo import config as config_lib
 from cnn_zoo import models, parallel
-from cnn_zoo.models import conv, summary as summary_lib
-from cnn_zoo.train import optim, step as step_lib
-from cnn_zoo.train import state as state_lib
+from cnn_zoo.data import inputs as inputs_lib, sources
+from cnn_zoo.models import conv
+from cnn_zoo.train import build as build_lib
+from cnn_zoo.train import config as config_lib
+from cnn_zoo.train import loop
 
 
 def default_batch_size(name: str) -> int:
@@ -78,16 +78,15 @@ def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'floa
   infer_batch_size = infer_batch_size or batch_size
   parallel.check_batch_size(batch_size)
   parallel.check_batch_size(infer_batch_size, 'infer_batch_size')
-  shape = models.input_shape(name)
-  model = models.get(name, dtype=dtype)
-  counts = summary_lib.summarize(model, shape)
-  config = config_lib.defaults()  # SGD with momentum 0.9, as the PyTorch reference
-  config.weight_decay = 5e-4
-  tx = optim.optimizer(config, optax.constant_schedule(0.01))
-  mesh = parallel.mesh()
-  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  state = jax.jit(functools.partial(state_lib.create, model, tx, shape, 0),
-                  out_shardings=replicated)()
+  # The step that trains: built as a run builds it, with SGD, momentum 0.9 and weight decay 5e-4
+  # at a constant 0.01, as the PyTorch reference.
+  config = config_lib.defaults()
+  config.model, config.dtype, config.conv_impl = name, dtype, conv_impl
+  config.batch_size, config.eval_batch_size = batch_size, infer_batch_size
+  config.schedule, config.learning_rate, config.weight_decay = 'constant', 0.01, 5e-4
+  built = build_lib.build(config, build_lib.fixed_plan(config, models.spec(name).num_classes))
+  shape, counts, sharded = built.plan.input_shape, built.summary, built.batch_sharding
+  state = built.init()
   rng = np.random.default_rng(0)
   spec = models.spec(name)
   train_batch = jax.device_put({
@@ -99,12 +98,9 @@ def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'floa
       'mask': np.ones(infer_batch_size, np.float32)}, sharded)
 
   start = time.perf_counter()
-  train_step = jax.jit(functools.partial(step_lib.train_step, conv_impl=conv_impl),
-                       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
-                       donate_argnums=0).lower(state, train_batch).compile()
+  train_step = built.compile_train(state)
   compile_s = time.perf_counter() - start
-  eval_step = jax.jit(functools.partial(step_lib.eval_step, conv_impl=conv_impl),
-                      in_shardings=(replicated, sharded)).lower(state, eval_batch).compile()
+  eval_step = built.compile_eval(state)
 
   holder = [state]
 
@@ -137,8 +133,6 @@ def input_pipeline(dataset: str, model: str, batch_size: int | None = None, step
   """For each input path: images/s of its batches alone (crop and flip, waited for) and of the
   whole training loop over `steps` steps, beside the bare step for the same model and batch, so
   that each path's cost shows (`{path}_loop_vs_step`: the loop's share of the step's speed)."""
-  from cnn_zoo.data import inputs as inputs_lib, sources  # pylint: disable=g-import-not-at-top
-  from cnn_zoo.train import loop  # pylint: disable=g-import-not-at-top
   batch_size = batch_size or default_batch_size(model)
   shape = models.input_shape(model)
   data = sources.load(dataset, data_dir, image_size=shape[0])
@@ -150,7 +144,7 @@ def input_pipeline(dataset: str, model: str, batch_size: int | None = None, step
     config.batch_size, config.num_train_steps = batch_size, steps
     config.augment, config.log_every_steps, config.eval_every_epochs = 'crop_flip', steps, 0.0
     config.eval_batch_size, config.input_pipeline = batch_size, path
-    inputs = inputs_lib.make(config, data, loop.make_plan(config, data), parallel.mesh())
+    inputs = inputs_lib.make(config, data, build_lib.make_plan(config, data), parallel.mesh())
     batches = inputs.train(0, steps + 5)
     for _ in range(5):
       jax.block_until_ready(next(batches))
@@ -184,7 +178,6 @@ def side_by_side(directory: str) -> str:
   """Markdown table of cnn_zoo's step beside the PyTorch reference, from the jax_DTYPE.json and
   torch_DTYPE.json files that experiments/gpu_table.sh writes; a model measured on one side only
   shows '-' on the other."""
-  import json  # pylint: disable=g-import-not-at-top
 
   def read(name):
     path = os.path.join(directory, name)

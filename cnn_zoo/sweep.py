@@ -7,12 +7,14 @@ A sweep file (configs/sweeps/NAME.py) returns from `get_config(arg)` a ConfigDic
   axes       a list of {'product': {field: [values]}} and {'zip': {field: [values], field2: [...]}}.
 The points are the cartesian product of the axes; a zip axis contributes its fields' values
 together, position by position (e.g. a learning rate per model). A point is named after its axis
-overrides (`model=resnet20,seed=0`) and trains into WORKDIR/NAME through `experiments.train`.
+overrides (`model=resnet20,seed=0`) and trains into WORKDIR/NAME with the command its launcher
+gives (a `Trainer`: experiments.sweep gives experiments.train's), one process per point.
 """
 
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import itertools
 import json
 import os
@@ -20,20 +22,33 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import Any, Callable
 
-from cnn_zoo import config as config_lib
 from cnn_zoo import errors
 from cnn_zoo import report
+from cnn_zoo.train import config as config_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC_FIELDS = ('base', 'overrides', 'axes')
 AXIS_KINDS = ('product', 'zip')
 LOG_NAME = 'log.txt'
 SUCCEEDED, SKIPPED, FAILED = 'succeeded', 'skipped', 'failed'
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """How a point is trained: a command line that takes `--config=FILE --config.FIELD=VALUE
+  --workdir=DIR`, run from `root`, the folder that config files and relative workdirs are
+  relative to."""
+  command: tuple[str, ...]
+  root: str
+
+  def relative(self, path: str) -> str:
+    """`path` as seen from `root`: relative inside it, else absolute."""
+    path = os.path.abspath(path)
+    rel = os.path.relpath(path, self.root)
+    return path if rel == '..' or rel.startswith('..' + os.sep) else rel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,18 +62,11 @@ class Point:
   def all_overrides(self) -> dict[str, Any]:
     return {**self.fixed, **self.overrides}
 
-  def command(self, workdir: str, python: str = 'python') -> list[str]:
-    """The `experiments.train` command line, to be run from the repository root."""
-    return [python, '-m', 'experiments.train', f'--config={self.base}',
+  def command(self, workdir: str, trainer: Trainer) -> list[str]:
+    """The command line that trains this point, to be run from trainer.root."""
+    return [*trainer.command, f'--config={self.base}',
             *(f'--config.{k}={format_value(v)}' for k, v in self.all_overrides().items()),
-            f'--workdir={os.path.join(root_relative(workdir), self.name)}']
-
-
-def root_relative(path: str) -> str:
-  """`path` as seen from the repository root, where points run: relative inside it, or absolute."""
-  path = os.path.abspath(path)
-  rel = os.path.relpath(path, ROOT)
-  return path if rel == '..' or rel.startswith('..' + os.sep) else rel
+            f'--workdir={os.path.join(trainer.relative(workdir), self.name)}']
 
 
 def format_value(value) -> str:
@@ -124,8 +132,9 @@ def _axis_points(i: int, axis) -> list[dict[str, Any]]:
   return [dict(zip(fields, values)) for values in itertools.product(*fields.values())]
 
 
-def expand(spec) -> list[Point]:
-  """The points of a sweep spec (a ConfigDict or dict), in order; refuses a malformed spec."""
+def expand(spec, root: str) -> list[Point]:
+  """The points of a sweep spec (a ConfigDict or dict), in order; refuses a malformed spec.
+  `root`: the folder its base config file is relative to."""
   spec = _plain(spec)
   unknown = sorted(set(spec) - set(SPEC_FIELDS))
   if unknown:
@@ -134,8 +143,8 @@ def expand(spec) -> list[Point]:
   base = spec.get('base')
   if not isinstance(base, str) or not base:
     raise errors.ConfigError(f'sweep base={base!r} must name a config file, e.g. configs/default.py')
-  if not os.path.isfile(os.path.join(ROOT, base.split(':', 1)[0])):
-    raise errors.ConfigError(f'sweep base={base!r}: no such config file under {ROOT}')
+  if not os.path.isfile(os.path.join(root, base.split(':', 1)[0])):
+    raise errors.ConfigError(f'sweep base={base!r}: no such config file under {root}')
   fixed = report.flatten(spec.get('overrides') or {})
   for field in fixed:
     _check_field(field, 'overrides')
@@ -163,12 +172,12 @@ def expand(spec) -> list[Point]:
   return points
 
 
-def describe(points: list[Point], workdir: str) -> str:
+def describe(points: list[Point], workdir: str, trainer: Trainer) -> str:
   """The dry-run listing: every point with the full command that trains it."""
-  lines = [f'{len(points)} point(s), each run from {ROOT} as:']
+  lines = [f'{len(points)} point(s), each run from {trainer.root} as:']
   for i, point in enumerate(points, 1):
     lines.append(f'[{i}/{len(points)}] {point.name}')
-    lines.append('  ' + shlex.join(point.command(workdir)))
+    lines.append('  ' + shlex.join(point.command(workdir, trainer)))
   return '\n'.join(lines)
 
 
@@ -250,9 +259,9 @@ class _Children:
 _CHILDREN = _Children()
 
 
-def launch_subprocess(point: Point, workdir: str, log) -> int:
-  """Runs the point's training command from the repository root, output into `log`."""
-  proc = _CHILDREN.start(point.command(workdir, python=sys.executable), cwd=ROOT, stdout=log,
+def launch_subprocess(point: Point, workdir: str, log, trainer: Trainer) -> int:
+  """Runs the point's training command from trainer.root, output into `log`."""
+  proc = _CHILDREN.start(point.command(workdir, trainer), cwd=trainer.root, stdout=log,
                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
   if proc is None:
     log.write(f'# not started: the sweep was stopped by {signal.Signals(_CHILDREN.signum).name}\n')
@@ -263,9 +272,11 @@ def launch_subprocess(point: Point, workdir: str, log) -> int:
     _CHILDREN.finished(proc)
 
 
-def run_point(point: Point, workdir: str,
-              launch: Callable[[Point, str, Any], int] = launch_subprocess) -> Outcome:
-  """Trains one point unless it has finished; an interrupted one resumes from its checkpoint."""
+def run_point(point: Point, workdir: str, trainer: Trainer,
+              launch: Callable[[Point, str, Any], int] | None = None) -> Outcome:
+  """Trains one point unless it has finished; an interrupted one resumes from its checkpoint.
+  `launch(point, workdir, log)` runs it (default: trainer's command in a subprocess)."""
+  launch = launch or functools.partial(launch_subprocess, trainer=trainer)
   run_dir = os.path.join(workdir, point.name)
   mismatch = _recorded_mismatch(point, run_dir)
   if mismatch:
@@ -278,7 +289,7 @@ def run_point(point: Point, workdir: str,
   start = time.perf_counter()
   with open(log_path, 'a', encoding='utf-8') as log:
     log.write(f'# {datetime.datetime.now().isoformat(timespec="seconds")} '
-              f'{shlex.join(point.command(workdir))}\n')
+              f'{shlex.join(point.command(workdir, trainer))}\n')
     log.flush()
     returncode = launch(point, workdir, log)
   seconds = time.perf_counter() - start
@@ -289,8 +300,8 @@ def run_point(point: Point, workdir: str,
   return Outcome(point, SUCCEEDED, seconds, f'test top-1 {100 * results["test_accuracy"]:.2f}%')
 
 
-def run(points: list[Point], workdir: str, *, workers: int = 1,
-        launch: Callable[[Point, str, Any], int] = launch_subprocess,
+def run(points: list[Point], workdir: str, trainer: Trainer, *, workers: int = 1,
+        launch: Callable[[Point, str, Any], int] | None = None,
         echo: Callable[[str], None] = print) -> list[Outcome]:
   """Runs every point, up to `workers` at once; one failing point does not stop the others.
 
@@ -305,7 +316,7 @@ def run(points: list[Point], workdir: str, *, workers: int = 1,
   def one(point):
     if _CHILDREN.signum is not None:
       return Outcome(point, FAILED, 0.0, 'not started: the sweep was stopped')
-    outcome = run_point(point, workdir, launch)
+    outcome = run_point(point, workdir, trainer, launch)
     with lock:
       done[0] += 1
       took = f' in {outcome.seconds:.0f}s' if outcome.status != SKIPPED else ''

@@ -4,10 +4,11 @@
   python -m experiments.train --config=configs/default.py:smoke --workdir=/tmp/smoke   # seconds
 """
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 
 
 def get_config(arg: str | None = None):
+  a = config_lib.parse_arg(arg, smoke=False)
   c = config_lib.defaults()
   c.model = 'lenet5'
   c.dataset = 'digits'
@@ -21,10 +22,8 @@ def get_config(arg: str | None = None):
   c.schedule = 'cosine'
   c.log_every_steps = 22
   c.eval_every_epochs = 5.0
-  if arg == 'smoke':
+  if a.smoke:
     c.num_epochs = 1.0
     c.eval_every_epochs = 0.0
     c.log_every_steps = 5
-  elif arg:
-    raise ValueError(f'unknown config variant {arg!r}; valid choices: smoke')
   return c

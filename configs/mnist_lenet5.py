@@ -1,20 +1,21 @@
 """LeNet-5 on MNIST (LeCun et al. 1998 report 0.95% test error), from a local npz copy.
 
-  python -m experiments.train --config=configs/mnist_lenet5.py \
-      --config.dataset=npz:../shared/data/mnist.npz --workdir=runs/mnist_lenet5
+  python -m experiments.train --config=configs/mnist_lenet5.py:data=npz:../shared/data/mnist.npz \
+      --workdir=runs/mnist_lenet5
   python -m experiments.train --config=configs/mnist_lenet5.py:smoke --workdir=/tmp/smoke
 
-Without --config.dataset it reads TFDS `mnist` (prepared in data_dir). The 28x28 digits are
+Without `data=` it reads TFDS `mnist` (prepared in data_dir). The 28x28 digits are
 zero-padded to 32x32, as in the paper.
 """
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 
 
 def get_config(arg: str | None = None):
+  a = config_lib.parse_arg(arg, data='mnist', smoke=False)
   c = config_lib.defaults()
   c.model = 'lenet5'
-  c.dataset = 'mnist'
+  c.dataset = a.data
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.num_epochs = 15.0
@@ -26,12 +27,10 @@ def get_config(arg: str | None = None):
   c.augment = 'crop'  # +-2 pixel shifts
   c.crop_padding = 2
   c.log_every_steps = 100
-  if arg == 'smoke':
+  if a.smoke:
     c.dataset = 'digits'
     c.num_epochs = 1.0
     c.batch_size = 64
     c.eval_batch_size = 360
     c.log_every_steps = 5
-  elif arg:
-    raise ValueError(f'unknown config variant {arg!r}; valid choices: smoke')
   return c

@@ -7,6 +7,7 @@ Rerunning the command skips finished points and resumes interrupted ones from th
 The exit status is 1 if any point failed.
 """
 
+import os
 import sys
 
 from absl import app, flags
@@ -21,13 +22,17 @@ _WORKERS = flags.DEFINE_integer('workers', 1, 'Points trained at once, each in i
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'List the points and their commands; run nothing.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+# Every point trains through this launcher, from the repository root (where config paths start).
+TRAINER = sweep.Trainer(command=(sys.executable, '-m', 'experiments.train'),
+                        root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def _sweep(spec, workdir, workers, dry_run) -> int:
-  points = sweep.expand(spec)
+  points = sweep.expand(spec, TRAINER.root)
   if dry_run:
-    print(sweep.describe(points, workdir))
+    print(sweep.describe(points, workdir, TRAINER))
     return 0
-  outcomes = sweep.run(points, workdir, workers=workers,
+  outcomes = sweep.run(points, workdir, TRAINER, workers=workers,
                        echo=lambda line: print(line, flush=True))
   print(report.write(workdir))
   print(sweep.summary(outcomes, workdir))

@@ -1,9 +1,7 @@
 """The im2col convolution equals XLA's, in value and in both gradients, and the step's choice of
 implementation changes nothing but speed."""
 
-import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -53,14 +51,14 @@ def test_auto_resolves_by_platform():
 
 @pytest.mark.parametrize('name', ['resnet20', 'lenet5'])
 def test_the_step_gives_the_same_result_with_either_implementation(name):
-  model = models.get(name)
   shape = models.input_shape(name)
-  state = state_lib.create(model, optax.sgd(0.1, momentum=0.9), shape, seed=0)
   batch = {'image': jax.random.normal(jax.random.key(3), (4, *shape)),
            'label': jnp.arange(4, dtype=jnp.int32)}
   results = {}
   for impl in ('xla', 'im2col'):
-    new_state, metrics = jax.jit(functools.partial(step_lib.train_step, conv_impl=impl))(state, batch)
+    state = state_lib.create(models.get(name, conv_impl=impl), optax.sgd(0.1, momentum=0.9), shape,
+                             seed=0)
+    new_state, metrics = jax.jit(step_lib.train_step)(state, batch)
     update = jax.tree.map(lambda new, old: new - old, new_state.params, state.params)
     results[impl] = (metrics['loss'], np.concatenate([np.ravel(u) for u in jax.tree.leaves(update)]))
   np.testing.assert_allclose(results['xla'][0], results['im2col'][0], rtol=1e-5)
@@ -71,9 +69,25 @@ def test_the_step_gives_the_same_result_with_either_implementation(name):
   assert np.linalg.norm(a - b) <= 5e-3 * np.linalg.norm(a)
 
 
-def test_the_interceptor_leaves_initialisation_alone():
-  model = models.get('lenet5')
-  with conv.implementation('im2col'):
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
-  assert variables['params']['Conv_0']['kernel'].shape == (5, 5, 1, 6)
-  assert isinstance(model, nn.Module)
+@pytest.mark.parametrize('name', ['lenet5', 'resnet20', 'googlenet_cifar', 'densenet_bc_100'])
+def test_the_implementation_leaves_the_parameters_alone(name):
+  """The same names, shapes and initial values whichever implementation a model computes with,
+  so checkpoints move between them."""
+  shape = models.input_shape(name)
+  init = lambda impl: models.get(name, conv_impl=impl).init(
+      jax.random.key(0), jnp.zeros((1, *shape)), train=False)
+  xla, im2col = init('xla'), init('im2col')
+  assert jax.tree.structure(xla) == jax.tree.structure(im2col)
+  for a, b in zip(jax.tree.leaves(xla), jax.tree.leaves(im2col)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_apply_outside_the_step_computes_with_the_models_implementation():
+  """`module.apply` anywhere, not only in the step, uses the model's conv_impl: an im2col model's
+  forward pass holds no convolution op."""
+  x = jnp.zeros((1, 32, 32, 1))
+  for impl, has_conv in (('im2col', False), ('xla', True)):
+    model = models.get('lenet5', conv_impl=impl)
+    variables = model.init(jax.random.key(0), x)
+    jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, x))
+    assert ('conv_general_dilated' in jaxpr) == has_conv, impl

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 from cnn_zoo import models
 from cnn_zoo.data import pipeline, sources
 from cnn_zoo.train import loop, optim, writers
@@ -149,29 +149,29 @@ def test_skip_mode_also_keeps_the_state_when_only_the_gradient_is_nonfinite():
 
 
 @pytest.mark.parametrize('impl,has_conv', [('xla', True), ('im2col', False), ('auto', False)])
-def test_the_convolution_switch_decides_what_the_step_computes(impl, has_conv):
+def test_the_models_convolution_choice_decides_what_the_step_computes(impl, has_conv):
   """im2col leaves no convolution op in the step (forward or gradients); 'auto' is im2col on CPU."""
   assert jax.default_backend() == 'cpu'
-  state = _state()
-  batch = {'image': _images(4), 'label': jnp.arange(4, dtype=jnp.int32)}
-  jaxpr = str(jax.make_jaxpr(functools.partial(step_lib.train_step, conv_impl=impl))(state, batch))
+  model = models.get('lenet5', conv_impl=impl)
+  state = state_lib.create(model, optax.sgd(0.1), (32, 32, 1), 0)
+  batch = {'image': jnp.zeros((4, 32, 32, 1)), 'label': jnp.arange(4, dtype=jnp.int32)}
+  jaxpr = str(jax.make_jaxpr(step_lib.train_step)(state, batch))
   assert ('conv_general_dilated' in jaxpr) == has_conv
-  eval_jaxpr = str(jax.make_jaxpr(functools.partial(step_lib.eval_step, conv_impl=impl))(
-      state, {**batch, 'mask': jnp.ones(4)}))
+  eval_jaxpr = str(jax.make_jaxpr(step_lib.eval_step)(state, {**batch, 'mask': jnp.ones(4)}))
   assert ('conv_general_dilated' in eval_jaxpr) == has_conv
 
 
 # LeNet-5 ('VALID') and ResNet-18's 1x1 projections (flax's default 'SAME') pad by name.
 @pytest.mark.parametrize('name', ['alexnet_cifar', 'resnet20', 'lenet5', 'resnet18'])
 def test_im2col_leaves_no_convolution_in_a_zoo_models_step(name):
-  model = models.get(name)
+  model = models.get(name, conv_impl='im2col')
   shape = models.input_shape(name)
   shape = (64, 64, 3) if shape[0] > 32 else shape  # the graph, not the size, is what counts
   abstract = jax.eval_shape(lambda: state_lib.create(model, optax.sgd(0.1), shape, 0))
   state = abstract.replace(apply_fn=model.apply, tx=optax.sgd(0.1))
   batch = {'image': jax.ShapeDtypeStruct((2, *shape), jnp.float32),
            'label': jax.ShapeDtypeStruct((2,), jnp.int32)}
-  jaxpr = jax.make_jaxpr(functools.partial(step_lib.train_step, conv_impl='im2col'))(state, batch)
+  jaxpr = jax.make_jaxpr(step_lib.train_step)(state, batch)
   assert 'conv_general_dilated' not in str(jaxpr)
 
 
@@ -253,13 +253,13 @@ def test_the_loop_compiles_the_step_with_the_configured_convolution(smoke_config
   seen = []
   real_train, real_eval = step_lib.train_step, step_lib.eval_step
 
-  def train_step(*args, **kwargs):
-    seen.append(('train', kwargs['conv_impl'], kwargs['skip_nonfinite']))
-    return real_train(*args, **kwargs)
+  def train_step(state, batch, **kwargs):
+    seen.append(('train', state.apply_fn.__self__.conv_impl, kwargs['skip_nonfinite']))
+    return real_train(state, batch, **kwargs)
 
-  def eval_step(*args, **kwargs):
-    seen.append(('eval', kwargs['conv_impl']))
-    return real_eval(*args, **kwargs)
+  def eval_step(state, batch):
+    seen.append(('eval', state.apply_fn.__self__.conv_impl))
+    return real_eval(state, batch)
 
   monkeypatch.setattr(step_lib, 'train_step', train_step)
   monkeypatch.setattr(step_lib, 'eval_step', eval_step)

@@ -145,7 +145,7 @@ def test_unknown_weight_init_is_refused():
 
 
 def test_the_config_field_reaches_the_model(smoke_config, tmp_path):
-  from cnn_zoo import config as config_lib
+  from cnn_zoo.train import config as config_lib
   from cnn_zoo.train import loop
   smoke_config.num_train_steps = 1
   digests = {}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnn_zoo import models
-from cnn_zoo.models import layers, summary
+from cnn_zoo.models import pooling, summary
 
 # Trainable parameters at the default number of classes: torchvision's counts for the ImageNet
 # models, the papers' or reference implementations' for the others (see each family's docstring).
@@ -95,7 +95,7 @@ def test_adaptive_avg_pool_matches_torch_windows():
     win = lambda i, n: slice(i * n // out, -(-(i + 1) * n // out))
     want = np.array([[x[:, win(i, 14), win(j, 13)].mean(axis=(1, 2)) for j in range(out)]
                      for i in range(out)]).transpose(2, 0, 1, 3)
-    np.testing.assert_allclose(layers.adaptive_avg_pool(x, out), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooling.adaptive_avg_pool(x, out), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('size,window,stride,padding,ceil_mode,expected', [
@@ -105,7 +105,7 @@ def test_adaptive_avg_pool_matches_torch_windows():
     (5, 2, 2, 0, False, 2), (2, 3, 2, 0, True, 1)])
 def test_max_pool_output_size_as_torch(size, window, stride, padding, ceil_mode, expected):
   x = -np.arange(size * size, dtype=np.float32).reshape(1, size, size, 1) - 1  # all negative
-  y = layers.max_pool(jnp.asarray(x), window, stride, padding, ceil_mode)
+  y = pooling.max_pool(jnp.asarray(x), window, stride, padding, ceil_mode)
   assert y.shape == (1, expected, expected, 1)
   assert (y < 0).all()  # padding is -inf, never 0
   assert y[0, 0, 0, 0] == x[0, :window - padding, :window - padding, 0].max()
@@ -115,10 +115,10 @@ def test_max_pool_output_size_as_torch(size, window, stride, padding, ceil_mode,
     (8, 3, 1, 1, True), (15, 3, 2, 0, True), (14, 3, 2, 1, False), (9, 3, 2, 0, True)])
 def test_max_pool_values_and_gradient_equal_reduce_window(size, window, stride, padding, ceil_mode):
   x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
-  out = layers._pool_output_size(size, window, stride, padding, ceil_mode)
+  out = pooling._pool_output_size(size, window, stride, padding, ceil_mode)
   pads = ((padding, max(0, (out - 1) * stride + window - size - padding)),) * 2
   reference = lambda x: nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
-  ours = lambda x: layers.max_pool(x, window, stride, padding, ceil_mode)
+  ours = lambda x: pooling.max_pool(x, window, stride, padding, ceil_mode)
   np.testing.assert_array_equal(jax.jit(ours)(x), reference(x))
   loss = lambda pool: lambda x: jnp.sum(pool(x) ** 2)
   np.testing.assert_array_equal(jax.jit(jax.grad(loss(ours)))(x), jax.grad(loss(reference))(x))
@@ -127,14 +127,14 @@ def test_max_pool_values_and_gradient_equal_reduce_window(size, window, stride, 
 def test_max_pool_gradient_goes_to_the_first_maximum_as_in_pytorch():
   # All ties: each window's gradient lands on its first (row-major) element, which
   # torch.nn.MaxPool2d(3, 1, 1) gives for a 4x4 input of zeros.
-  grad = jax.grad(lambda x: layers.max_pool(x, 3, 1, 1).sum())(jnp.zeros((1, 4, 4, 1)))
+  grad = jax.grad(lambda x: pooling.max_pool(x, 3, 1, 1).sum())(jnp.zeros((1, 4, 4, 1)))
   np.testing.assert_array_equal(grad[0, :, :, 0], [[4, 2, 2, 0], [2, 1, 1, 0], [2, 1, 1, 0],
                                                    [0, 0, 0, 0]])
 
 
 def test_max_pool_refuses_a_too_small_input():
   with pytest.raises(ValueError, match='max pool'):
-    layers.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 2)
+    pooling.max_pool(jnp.zeros((1, 2, 2, 1)), 3, 2)
 
 
 @functools.cache

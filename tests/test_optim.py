@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 from cnn_zoo.train import optim
 
 

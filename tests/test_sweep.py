@@ -11,10 +11,11 @@ import sys
 import ml_collections
 import pytest
 
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 from cnn_zoo import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAINER = sweep.Trainer((sys.executable, '-m', 'experiments.train'), ROOT)
 
 
 def _spec(axes, overrides=None, base='configs/default.py:smoke'):
@@ -28,7 +29,7 @@ def _spec(axes, overrides=None, base='configs/default.py:smoke'):
 def test_product_axes_multiply_and_name_points_in_axis_order():
   points = sweep.expand(_spec([{'product': {'model': ['lenet5', 'lenet5_fc100'],
                                             'learning_rate': [0.1, 1e-05]}},
-                               {'product': {'seed': [0, 1]}}]))
+                               {'product': {'seed': [0, 1]}}]), ROOT)
   assert [p.name for p in points] == [
       'model=lenet5,learning_rate=0.1,seed=0', 'model=lenet5,learning_rate=0.1,seed=1',
       'model=lenet5,learning_rate=1e-05,seed=0', 'model=lenet5,learning_rate=1e-05,seed=1',
@@ -43,28 +44,28 @@ def test_zip_axes_pair_values_and_fixed_overrides_reach_every_command():
                 {'product': {'seed': [3]}}],
                overrides={'num_epochs': 2.0, 'lr_boundaries': (0.5, 0.75),
                           'dataset': 'npz:../shared/data/mnist.npz', 'nesterov': True})
-  points = sweep.expand(spec)
+  points = sweep.expand(spec, ROOT)
   assert [p.name for p in points] == ['model=lenet5,learning_rate=0.05,seed=3',
                                       'model=lenet5_fc100,learning_rate=0.01,seed=3']
-  assert points[1].command('/abs/sweep') == [
-      'python', '-m', 'experiments.train', '--config=configs/default.py:smoke',
+  assert points[1].command('/abs/sweep', TRAINER) == [
+      sys.executable, '-m', 'experiments.train', '--config=configs/default.py:smoke',
       '--config.dataset=npz:../shared/data/mnist.npz', '--config.lr_boundaries=(0.5,0.75)',
       '--config.nesterov=true', '--config.num_epochs=2.0', '--config.model=lenet5_fc100',
       '--config.learning_rate=0.01', '--config.seed=3',
       '--workdir=/abs/sweep/model=lenet5_fc100,learning_rate=0.01,seed=3']
   # A workdir inside the repository is given relative to it, where the points run.
-  assert points[0].command(os.path.join(ROOT, 'runs', 'x'))[-1] == \
+  assert points[0].command(os.path.join(ROOT, 'runs', 'x'), TRAINER)[-1] == \
       '--workdir=runs/x/model=lenet5,learning_rate=0.05,seed=3'
 
 
 def test_names_are_short_and_safe_for_paths_and_tuples():
   points = sweep.expand(_spec([{'product': {'dataset': ['npz:../shared/data/cifar10.npz',
                                                         'folder:/data/imagenette2/', 'digits'],
-                                            'lr_boundaries': [(0.3, 0.6)]}}]))
+                                            'lr_boundaries': [(0.3, 0.6)]}}]), ROOT)
   assert [p.name for p in points] == ['dataset=cifar10,lr_boundaries=0.3-0.6',
                                       'dataset=imagenette2,lr_boundaries=0.3-0.6',
                                       'dataset=digits,lr_boundaries=0.3-0.6']
-  assert [p.name for p in sweep.expand(_spec([]))] == ['run']
+  assert [p.name for p in sweep.expand(_spec([]), ROOT)] == ['run']
 
 
 @pytest.mark.parametrize('spec, message', [
@@ -80,7 +81,7 @@ def test_names_are_short_and_safe_for_paths_and_tuples():
 ])
 def test_malformed_specs_are_refused_in_one_line(spec, message):
   with pytest.raises(ValueError) as e:
-    sweep.expand(spec)
+    sweep.expand(spec, ROOT)
   assert message in str(e.value)
 
 
@@ -105,9 +106,9 @@ def _fake_launch(fail=None, calls=None):
 
 def test_failure_is_isolated_finished_points_are_skipped_and_a_changed_budget_is_refused(tmp_path):
   points = sweep.expand(_spec([{'product': {'model': ['lenet5', 'lenet6', 'lenet5_fc100']}}],
-                              overrides={'num_train_steps': 3}))
+                              overrides={'num_train_steps': 3}), ROOT)
   calls, lines = [], []
-  outcomes = sweep.run(points, str(tmp_path), workers=2,
+  outcomes = sweep.run(points, str(tmp_path), TRAINER, workers=2,
                        launch=_fake_launch({'lenet6': "error: config.model='lenet6' is not valid"},
                                            calls), echo=lines.append)
   assert [o.status for o in outcomes] == ['succeeded', 'failed', 'succeeded']
@@ -120,17 +121,17 @@ def test_failure_is_isolated_finished_points_are_skipped_and_a_changed_budget_is
   assert "FAILED model=lenet6: exit status 2: error: config.model='lenet6'" in text
 
   calls.clear()  # A rerun: the failed point only, its error line from this attempt's log.
-  outcomes = sweep.run(points, str(tmp_path), echo=lines.append,
+  outcomes = sweep.run(points, str(tmp_path), TRAINER, echo=lines.append,
                        launch=_fake_launch({'lenet6': 'RuntimeError: boom'}, calls))
   assert [o.status for o in outcomes] == ['skipped', 'failed', 'skipped']
   assert calls == ['model=lenet6'] and outcomes[1].message == 'exit status 2: RuntimeError: boom'
-  outcomes = sweep.run(points, str(tmp_path), launch=_fake_launch(), echo=lines.append)
+  outcomes = sweep.run(points, str(tmp_path), TRAINER, launch=_fake_launch(), echo=lines.append)
   assert [o.status for o in outcomes] == ['skipped', 'succeeded', 'skipped']
 
   # The same workdir with another budget: refused, not silently skipped.
   changed = sweep.expand(_spec([{'product': {'model': ['lenet5']}}],
-                               overrides={'num_train_steps': 4}))
-  [outcome] = sweep.run(changed, str(tmp_path), launch=_fake_launch(), echo=lines.append)
+                               overrides={'num_train_steps': 4}), ROOT)
+  [outcome] = sweep.run(changed, str(tmp_path), TRAINER, launch=_fake_launch(), echo=lines.append)
   assert outcome.status == 'failed'
   assert 'holds a run with config.num_train_steps=3, not 4' in outcome.message
 
@@ -164,11 +165,11 @@ def test_dry_run_lists_points_and_commands(tmp_path):
   lines = proc.stdout.splitlines()
   assert lines[1:] == [
       '[1/2] model=lenet5',
-      '  python -m experiments.train --config=configs/default.py:smoke --config.data_dir=/data '
+      f'  {sys.executable} -m experiments.train --config=configs/default.py:smoke --config.data_dir=/data '
       '--config.log_every_steps=3 --config.num_train_steps=3 --config.model=lenet5 '
       f'--workdir={tmp_path}/sweep/model=lenet5',
       '[2/2] model=lenet5_fc100',
-      '  python -m experiments.train --config=configs/default.py:smoke --config.data_dir=/data '
+      f'  {sys.executable} -m experiments.train --config=configs/default.py:smoke --config.data_dir=/data '
       '--config.log_every_steps=3 --config.num_train_steps=3 --config.model=lenet5_fc100 '
       f'--workdir={tmp_path}/sweep/model=lenet5_fc100']
   assert not os.path.exists(tmp_path / 'sweep')
@@ -190,8 +191,8 @@ def test_real_sweep_isolates_a_failing_point_reports_and_resumes(tmp_path, digit
 
   # Interrupted after its last checkpoint: the rerun resumes there instead of starting over.
   os.remove(workdir / 'model=lenet5' / 'results.json')
-  [point] = [p for p in sweep.expand(_load(spec)) if p.overrides['model'] == 'lenet5']
-  [outcome] = sweep.run([point], str(workdir), echo=lambda line: None)
+  [point] = [p for p in sweep.expand(_load(spec), ROOT) if p.overrides['model'] == 'lenet5']
+  [outcome] = sweep.run([point], str(workdir), TRAINER, echo=lambda line: None)
   assert outcome.status == 'succeeded', outcome.message
   resumed = json.loads((workdir / 'model=lenet5' / 'results.json').read_text())
   assert resumed['resumed_from_step'] == 3
@@ -221,7 +222,7 @@ def test_every_shipped_sweep_is_documented_and_every_point_is_a_valid_config(pat
   assert f'python -m experiments.sweep --config={rel}' in module.__doc__
   variants = [None] + sorted(set(re.findall(re.escape(rel) + r':(\w+)', module.__doc__)))
   for arg in variants:
-    points = sweep.expand(module.get_config(arg))
+    points = sweep.expand(module.get_config(arg), ROOT)
     assert points, arg
     for point in points:
       base, _, base_arg = point.base.partition(':')
@@ -233,5 +234,5 @@ def test_every_shipped_sweep_is_documented_and_every_point_is_a_valid_config(pat
           node = node[parent]
         node[leaf] = value
       config_lib.validate(config)
-  with pytest.raises(ValueError, match='unknown sweep variant'):
+  with pytest.raises(ValueError, match='unknown (sweep variant|config argument)'):
     module.get_config('no_such_variant')

@@ -118,7 +118,7 @@ def test_a_time_budget_stops_with_a_checkpoint_and_incomplete_results(smoke_conf
 
 
 def test_a_run_from_before_weight_init_and_input_pipeline_resumes_only_as_it_ran(tmp_path):
-  from cnn_zoo import config as config_lib
+  from cnn_zoo.train import config as config_lib
   from cnn_zoo.train import workdir
   old = json.loads(config_lib.defaults().to_json())
   del old['weight_init'], old['input_pipeline']

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cnn_zoo import cli, errors, outputs, sweep
-from cnn_zoo import config as config_lib
+from cnn_zoo.train import config as config_lib
 from cnn_zoo.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -434,7 +434,8 @@ def test_a_corrupt_config_json_is_unreadable_not_a_different_run(reference, tmp_
   assert _snapshot(workdir) == before
   # A sweep point in such a workdir fails naming the file instead of crashing the sweep.
   point = sweep.Point('run', 'configs/default.py', {}, {})
-  outcome = sweep.run_point(point, str(tmp_path), launch=lambda *_: pytest.fail('launched'))
+  outcome = sweep.run_point(point, str(tmp_path), sweep.Trainer(('python',), str(tmp_path)),
+                            launch=lambda *_: pytest.fail('launched'))
   assert outcome.status == sweep.FAILED and 'config.json is unreadable' in outcome.message
 
 

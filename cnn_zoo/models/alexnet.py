@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import initializers, layers, registry
+from cnn_zoo.models import conv, initializers, pooling, registry
 
 # Each convolution as (features, kernel, stride, padding, max pool after it), the max pool as
 # (window, stride, padding) or None.
@@ -47,18 +47,20 @@ class AlexNet(nn.Module):
   hidden: Sequence[int] = (4096, 4096)
   dropout_rate: float = 0.5
   weight_init: str = 'paper'  # see cnn_zoo.models.initializers
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     init = initializers.rule('alexnet', self.weight_init)
     x = x.astype(self.dtype)
     for features, kernel, stride, padding, pool in self.convs:
-      x = nn.Conv(features, (kernel, kernel), strides=stride, padding=((padding, padding),) * 2,
-                  dtype=self.dtype, **init.conv(x.shape[-1], kernel))(x)
+      x = conv.conv_module(self.conv_impl)(
+          features, (kernel, kernel), strides=stride, padding=((padding, padding),) * 2,
+          dtype=self.dtype, **init.conv(x.shape[-1], kernel))(x)
       x = nn.relu(x)
       if pool:
-        x = layers.max_pool(x, *pool)
-    x = layers.adaptive_avg_pool(x, self.pool_size)
+        x = pooling.max_pool(x, *pool)
+    x = pooling.adaptive_avg_pool(x, self.pool_size)
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

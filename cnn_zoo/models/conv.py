@@ -1,4 +1,4 @@
-"""Convolution implementations the shared step can select, without touching any model.
+"""Convolution implementations a model computes with: every family's `conv_impl` field.
 
 Models are written with `flax.linen.Conv`, which computes with `lax.conv_general_dilated`. On CPU,
 XLA lowers the gradients of that op badly: the weight gradient needs the activations transposed to
@@ -6,10 +6,12 @@ a batch-minor layout, XLA fuses (and so recomputes) the whole elementwise chain 
 into that strided transpose, and convolutions on tiny feature maps (VGG's 2x2) fall off its fast
 path. `im2col_conv` computes the same convolution as one matrix multiply over the stacked shifted
 windows, so that forward and both gradients are plain GEMMs. GPU and TPU keep XLA's native
-convolution (`conv_impl='auto'`).
+convolution (`conv_impl='auto'`). The choice is part of the model (`models.get(name,
+conv_impl=...)`; runs take config.conv_impl), so `module.apply` anywhere computes what training
+computes.
 """
 
-import contextlib
+import functools
 
 import flax.linen as nn
 import jax
@@ -49,18 +51,6 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   return y.reshape(n, oh, ow, cout)
 
 
-def _use(conv_fn):
-  def interceptor(next_fun, args, kwargs, context):
-    module = context.module
-    if (context.method_name == '__call__' and type(module) is nn.Conv  # pylint: disable=unidiomatic-typecheck
-        and module.conv_general_dilated is None and not module.is_initializing()):
-      # The same layer with the same parameters, computed by conv_fn.
-      swapped = module.clone(parent=None, conv_general_dilated=conv_fn)
-      return swapped.apply({'params': module.variables['params']}, *args, **kwargs)
-    return next_fun(*args, **kwargs)
-  return nn.intercept_methods(interceptor)
-
-
 def resolve(conv_impl: str, platform: str | None = None) -> str:
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f'conv_impl={conv_impl!r} is not valid; valid choices: {", ".join(CONV_IMPLS)}')
@@ -70,8 +60,9 @@ def resolve(conv_impl: str, platform: str | None = None) -> str:
   return conv_impl
 
 
-def implementation(conv_impl: str):
-  """A context in which every `nn.Conv` computes with the chosen implementation."""
+def conv_module(conv_impl: str):
+  """`nn.Conv`, computing with `conv_impl` as resolved for the platform being traced for. The
+  layer's class, name and parameters are nn.Conv's either way."""
   if resolve(conv_impl) == 'im2col':
-    return _use(im2col_conv)
-  return contextlib.nullcontext()
+    return functools.partial(nn.Conv, conv_general_dilated=im2col_conv)
+  return nn.Conv

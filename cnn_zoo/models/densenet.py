@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import initializers, layers, registry
+from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
 
 
 class DenseLayer(nn.Module):
@@ -24,15 +24,16 @@ class DenseLayer(nn.Module):
   bn_size: int = 4
   dtype: Any = jnp.float32
   weight_init: str = 'paper'
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=initializers.rule('densenet', self.weight_init).conv_kernel)
-    y = conv(self.bn_size * self.growth_rate, (1, 1))(nn.relu(norm()(x)))
-    y = conv(self.growth_rate, (3, 3), padding=((1, 1), (1, 1)))(nn.relu(norm()(y)))
+    bn = functools.partial(norm.batch_norm, train, self.dtype)
+    conv = functools.partial(
+        conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
+        kernel_init=initializers.rule('densenet', self.weight_init).conv_kernel)
+    y = conv(self.bn_size * self.growth_rate, (1, 1))(nn.relu(bn()(x)))
+    y = conv(self.growth_rate, (3, 3), padding=((1, 1), (1, 1)))(nn.relu(bn()(y)))
     return jnp.concatenate([x, y], axis=-1)
 
 
@@ -49,18 +50,18 @@ class DenseNet(nn.Module):
   init_features: int = 64
   stem: str = 'imagenet'
   weight_init: str = 'paper'  # see cnn_zoo.models.initializers
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    bn = functools.partial(norm.batch_norm, train, self.dtype)
     init = initializers.rule('densenet', self.weight_init)
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+    conv = functools.partial(conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
                              kernel_init=init.conv_kernel)
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
       x = conv(self.init_features, (7, 7), strides=2, padding=((3, 3), (3, 3)))(x)
-      x = layers.max_pool(nn.relu(norm()(x)), 3, 2, 1)
+      x = pooling.max_pool(nn.relu(bn()(x)), 3, 2, 1)
     elif self.stem == 'cifar':
       x = conv(self.init_features, (3, 3), padding=((1, 1), (1, 1)))(x)
     else:
@@ -68,12 +69,12 @@ class DenseNet(nn.Module):
     for i, size in enumerate(self.block_sizes):
       for _ in range(size):
         x = DenseLayer(self.growth_rate, self.bn_size, dtype=self.dtype,
-                       weight_init=self.weight_init)(x, train)
+                       weight_init=self.weight_init, conv_impl=self.conv_impl)(x, train)
       if i < len(self.block_sizes) - 1:
         features = int(x.shape[-1] * self.compression)
-        x = conv(features, (1, 1))(nn.relu(norm()(x)))
-        x = layers.avg_pool(x, 2, 2)
-    x = layers.global_avg_pool(nn.relu(norm()(x)))
+        x = conv(features, (1, 1))(nn.relu(bn()(x)))
+        x = pooling.avg_pool(x, 2, 2)
+    x = pooling.global_avg_pool(nn.relu(bn()(x)))
     return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import initializers, layers, registry
+from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
 
 # Inception blocks: (1x1, 3x3 reduce, 3x3, '5x5' reduce, '5x5', pool projection) widths.
 INCEPTION = {
@@ -42,14 +42,15 @@ class BasicConv(nn.Module):
   padding: int = 0
   dtype: Any = jnp.float32
   weight_init: str = 'paper'
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
-                padding=((self.padding, self.padding),) * 2, use_bias=False, dtype=self.dtype,
-                kernel_init=initializers.rule('googlenet', self.weight_init).conv_kernel)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
-                     dtype=self.dtype)(x)
+    x = conv_lib.conv_module(self.conv_impl)(
+        self.features, (self.kernel, self.kernel), strides=self.stride,
+        padding=((self.padding, self.padding),) * 2, use_bias=False, dtype=self.dtype,
+        kernel_init=initializers.rule('googlenet', self.weight_init).conv_kernel)(x)
+    x = norm.batch_norm(train, self.dtype, epsilon=1e-3)(x)  # torchvision's GoogLeNet
     return nn.relu(x)
 
 
@@ -58,15 +59,17 @@ class Inception(nn.Module):
   widths: tuple[int, int, int, int, int, int]
   dtype: Any = jnp.float32
   weight_init: str = 'paper'
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     b1, b2_reduce, b2, b3_reduce, b3, b4 = self.widths
-    conv = functools.partial(BasicConv, dtype=self.dtype, weight_init=self.weight_init)
+    conv = functools.partial(BasicConv, dtype=self.dtype, weight_init=self.weight_init,
+                             conv_impl=self.conv_impl)
     branch1 = conv(b1, 1)(x, train)
     branch2 = conv(b2, 3, padding=1)(conv(b2_reduce, 1)(x, train), train)
     branch3 = conv(b3, 3, padding=1)(conv(b3_reduce, 1)(x, train), train)
-    branch4 = conv(b4, 1)(layers.max_pool(x, 3, 1, 1, ceil_mode=True), train)
+    branch4 = conv(b4, 1)(pooling.max_pool(x, 3, 1, 1, ceil_mode=True), train)
     return jnp.concatenate([branch1, branch2, branch3, branch4], axis=-1)
 
 
@@ -76,12 +79,14 @@ class InceptionAux(nn.Module):
   dtype: Any = jnp.float32
   dropout_rate: float = 0.7
   weight_init: str = 'paper'
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     init = initializers.rule('googlenet', self.weight_init)
-    x = layers.adaptive_avg_pool(x, 4)
-    x = BasicConv(128, 1, dtype=self.dtype, weight_init=self.weight_init)(x, train)
+    x = pooling.adaptive_avg_pool(x, 4)
+    x = BasicConv(128, 1, dtype=self.dtype, weight_init=self.weight_init,
+                  conv_impl=self.conv_impl)(x, train)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(1024, dtype=self.dtype, **init.dense(x.shape[-1]))(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -97,38 +102,41 @@ class GoogLeNet(nn.Module):
   aux_logits: bool = False
   dropout_rate: float = 0.2
   weight_init: str = 'paper'  # see cnn_zoo.models.initializers
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(BasicConv, dtype=self.dtype, weight_init=self.weight_init)
+    conv = functools.partial(BasicConv, dtype=self.dtype, weight_init=self.weight_init,
+                             conv_impl=self.conv_impl)
     inception = lambda name: Inception(INCEPTION[name], dtype=self.dtype,
-                                       weight_init=self.weight_init, name=f'inception{name}')
+                                       weight_init=self.weight_init, conv_impl=self.conv_impl,
+                                       name=f'inception{name}')
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
       x = conv(64, 7, stride=2, padding=3)(x, train)
-      x = layers.max_pool(x, 3, 2, ceil_mode=True)
+      x = pooling.max_pool(x, 3, 2, ceil_mode=True)
       x = conv(64, 1)(x, train)
       x = conv(192, 3, padding=1)(x, train)
-      x = layers.max_pool(x, 3, 2, ceil_mode=True)
+      x = pooling.max_pool(x, 3, 2, ceil_mode=True)
     elif self.stem == 'cifar':
       x = conv(192, 3, padding=1)(x, train)
     else:
       raise ValueError(f"unknown stem {self.stem!r}; valid choices: 'imagenet', 'cifar'")
     x = inception('3a')(x, train)
     x = inception('3b')(x, train)
-    x = layers.max_pool(x, 3, 2, ceil_mode=True)
+    x = pooling.max_pool(x, 3, 2, ceil_mode=True)
     aux = []
     for name in ('4a', '4b', '4c', '4d', '4e'):
       if name in ('4b', '4e') and self.aux_logits and (train or self.is_initializing()):
         aux.append(InceptionAux(self.num_classes, dtype=self.dtype, weight_init=self.weight_init,
-                                name=f'aux{len(aux) + 1}')(x, train))
+                                conv_impl=self.conv_impl, name=f'aux{len(aux) + 1}')(x, train))
       x = inception(name)(x, train)
     if aux:
       self.sow('intermediates', 'aux_logits', tuple(aux))
-    x = layers.max_pool(x, 2, 2, ceil_mode=True)
+    x = pooling.max_pool(x, 2, 2, ceil_mode=True)
     x = inception('5a')(x, train)
     x = inception('5b')(x, train)
-    x = layers.global_avg_pool(x)
+    x = pooling.global_avg_pool(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=self.dtype,
                     **initializers.rule('googlenet', self.weight_init).dense(x.shape[-1]))(x)

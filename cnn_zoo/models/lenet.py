@@ -6,10 +6,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import initializers, layers, registry
+from cnn_zoo.models import conv, initializers, pooling, registry
 
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'sigmoid': nn.sigmoid}
-POOLS = {'max': layers.max_pool, 'avg': layers.avg_pool}
+POOLS = {'max': pooling.max_pool, 'avg': pooling.avg_pool}
 
 
 class LeNet5(nn.Module):
@@ -20,6 +20,7 @@ class LeNet5(nn.Module):
   pool: str = 'max'
   dtype: Any = jnp.float32
   weight_init: str = 'paper'  # see cnn_zoo.models.initializers
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -28,7 +29,7 @@ class LeNet5(nn.Module):
     init = initializers.rule('lenet', self.weight_init)
     x = x.astype(self.dtype)
     for features in (6, 16):
-      x = nn.Conv(features, (5, 5), padding='VALID', dtype=self.dtype,
+      x = conv.conv_module(self.conv_impl)(features, (5, 5), padding='VALID', dtype=self.dtype,
                   **init.conv(x.shape[-1], 5))(x)
       x = pool(act(x), 2, 2)
     x = x.reshape((x.shape[0], -1))

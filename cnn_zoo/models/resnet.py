@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import initializers, layers, registry
+from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
 
 
 class BasicBlock(nn.Module):
@@ -27,17 +27,18 @@ class BasicBlock(nn.Module):
   dtype: Any = jnp.float32
   weight_init: str = 'paper'
   zero_init_last_bn: bool = False
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=initializers.rule('resnet', self.weight_init).conv_kernel)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    conv = functools.partial(
+        conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
+        kernel_init=initializers.rule('resnet', self.weight_init).conv_kernel)
+    bn = functools.partial(norm.batch_norm, train, self.dtype)
     y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(x)
-    y = nn.relu(norm()(y))
+    y = nn.relu(bn()(y))
     y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)))(y)
-    y = norm(scale_init=_last_bn_scale(self))(y)
+    y = bn(scale_init=_last_bn_scale(self))(y)
     return nn.relu(y + _shortcut(self, x, self.features, train))
 
 
@@ -50,17 +51,18 @@ class Bottleneck(nn.Module):
   dtype: Any = jnp.float32
   weight_init: str = 'paper'
   zero_init_last_bn: bool = False
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=initializers.rule('resnet', self.weight_init).conv_kernel)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
-    y = nn.relu(norm()(conv(self.features, (1, 1))(x)))
+    conv = functools.partial(
+        conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
+        kernel_init=initializers.rule('resnet', self.weight_init).conv_kernel)
+    bn = functools.partial(norm.batch_norm, train, self.dtype)
+    y = nn.relu(bn()(conv(self.features, (1, 1))(x)))
     y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(y)
-    y = nn.relu(norm()(y))
-    y = norm(scale_init=_last_bn_scale(self))(conv(self.features * 4, (1, 1))(y))
+    y = nn.relu(bn()(y))
+    y = bn(scale_init=_last_bn_scale(self))(conv(self.features * 4, (1, 1))(y))
     return nn.relu(y + _shortcut(self, x, self.features * 4, train))
 
 
@@ -79,11 +81,11 @@ def _shortcut(block: nn.Module, x, features: int, train: bool):
     x = x[:, ::block.stride, ::block.stride, :]
     extra = features - x.shape[-1]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
-  x = nn.Conv(features, (1, 1), strides=block.stride, use_bias=False, dtype=block.dtype,
-              kernel_init=initializers.rule('resnet', block.weight_init).conv_kernel,
-              name='downsample_conv')(x)
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=block.dtype, name='downsample_bn')(x)
+  x = conv_lib.conv_module(block.conv_impl)(
+      features, (1, 1), strides=block.stride, use_bias=False, dtype=block.dtype,
+      kernel_init=initializers.rule('resnet', block.weight_init).conv_kernel,
+      name='downsample_conv')(x)
+  return norm.batch_norm(train, block.dtype, name='downsample_bn')(x)
 
 
 class ResNet(nn.Module):
@@ -99,31 +101,32 @@ class ResNet(nn.Module):
   shortcut: str = 'projection'
   weight_init: str = 'paper'  # see cnn_zoo.models.initializers
   zero_init_last_bn: bool = False  # torchvision's zero_init_residual
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     init = initializers.rule('resnet', self.weight_init)
+    conv = functools.partial(conv_lib.conv_module(self.conv_impl), self.widths[0], use_bias=False,
+                             dtype=self.dtype, kernel_init=init.conv_kernel)
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
-      x = nn.Conv(self.widths[0], (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
-                  dtype=self.dtype, kernel_init=init.conv_kernel)(x)
+      x = conv((7, 7), strides=2, padding=((3, 3), (3, 3)))(x)
     elif self.stem == 'cifar':
-      x = nn.Conv(self.widths[0], (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                  dtype=self.dtype, kernel_init=init.conv_kernel)(x)
+      x = conv((3, 3), padding=((1, 1), (1, 1)))(x)
     else:
       raise ValueError(f"unknown stem {self.stem!r}; valid choices: 'imagenet', 'cifar'")
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype)(x)
+    x = norm.batch_norm(train, self.dtype)(x)
     x = nn.relu(x)
     if self.stem == 'imagenet':
-      x = layers.max_pool(x, 3, 2, 1)
+      x = pooling.max_pool(x, 3, 2, 1)
     for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(size):
         stride = 2 if i > 0 and j == 0 else 1
         x = self.block(width, stride=stride, shortcut=self.shortcut, dtype=self.dtype,
                        weight_init=self.weight_init,
-                       zero_init_last_bn=self.zero_init_last_bn)(x, train)
-    x = layers.global_avg_pool(x)
+                       zero_init_last_bn=self.zero_init_last_bn,
+                       conv_impl=self.conv_impl)(x, train)
+    x = pooling.global_avg_pool(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import initializers, layers, registry
+from cnn_zoo.models import conv, initializers, norm, pooling, registry
 
 # Conv widths per depth, 'M' a 2x2/2 max pool.
 CONFIGS = {
@@ -38,6 +38,7 @@ class VGG(nn.Module):
   hidden: Sequence[int] = (4096, 4096)
   dropout_rate: float = 0.5
   weight_init: str = 'paper'  # see cnn_zoo.models.initializers
+  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -45,15 +46,14 @@ class VGG(nn.Module):
     x = x.astype(self.dtype)
     for width in CONFIGS[self.depth]:
       if width == 'M':
-        x = layers.max_pool(x, 2, 2)
+        x = pooling.max_pool(x, 2, 2)
         continue
-      x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                  **init.conv(x.shape[-1], 3))(x)
+      x = conv.conv_module(self.conv_impl)(width, (3, 3), padding=((1, 1), (1, 1)),
+                                           dtype=self.dtype, **init.conv(x.shape[-1], 3))(x)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype)(x)
+        x = norm.batch_norm(train, self.dtype)(x)
       x = nn.relu(x)
-    x = layers.adaptive_avg_pool(x, self.pool_size)
+    x = pooling.adaptive_avg_pool(x, self.pool_size)
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = nn.relu(nn.Dense(width, dtype=self.dtype, **init.dense(x.shape[-1]))(x))

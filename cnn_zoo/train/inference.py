@@ -1,7 +1,6 @@
 """A trained run, reloaded from its workdir for inference: model, weights and preprocessing."""
 
 import dataclasses
-import functools
 import json
 import os
 
@@ -11,10 +10,10 @@ import ml_collections
 import numpy as np
 
 from cnn_zoo import errors
-from cnn_zoo import models, parallel
 from cnn_zoo.data import device_pipeline, preprocess, sources
-from cnn_zoo.train import checkpoint, optim
-from cnn_zoo.train import state as state_lib
+from cnn_zoo.train import build as build_lib
+from cnn_zoo.train import checkpoint
+from cnn_zoo.train import config as config_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,25 +51,23 @@ def load(workdir: str) -> TrainedRun:
   except (OSError, ValueError) as e:
     raise errors.WorkdirError(f'{path} is unreadable ({type(e).__name__}: '
                               f'{str(e).splitlines()[0] if str(e) else ""})') from None
-  spec = models.spec(config.model)
-  size = config.image_size or spec.input_shape[0]
-  input_shape = (size, size, spec.input_shape[2])
-  dataset = sources.load(config.dataset, config.data_dir or None, image_size=size,
+  # A run older than a field computed with the value then in effect (config.LEGACY), else the default.
+  for field, value in config_lib.defaults().items():
+    if field not in config:
+      config[field] = config_lib.LEGACY.get(field, value)
+  shape = build_lib.input_shape(config)
+  dataset = sources.load(config.dataset, config.data_dir or None, image_size=shape[0],
                          num_classes=config.num_classes or None)
-  model = models.get(config.model, num_classes=config.num_classes or dataset.num_classes,
-                     dtype=config.dtype, **config.model_kwargs.to_dict())
-  # The optimizer only shapes the checkpoint's opt_state; its schedule values do not matter.
-  tx = optim.optimizer(config, optim.schedule(config, total_steps=1, steps_per_epoch=1))
-  # Shapes only: nothing is initialised or compiled just to be overwritten by the checkpoint.
-  abstract = jax.eval_shape(functools.partial(state_lib.create, model, tx, input_shape, config.seed))
-  # Restored onto this process's devices, whatever mesh saved the checkpoint.
-  on_here = parallel.replicated(parallel.mesh())
-  template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_here),
-                          abstract)
+  # Shapes only: nothing is initialised or compiled just to be overwritten by the checkpoint,
+  # which is restored onto this process's devices, whatever mesh saved it.
+  built = build_lib.build(config, build_lib.fixed_plan(config, config.num_classes or
+                                                       dataset.num_classes), shard_params=False)
+  template = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          built.abstract_state, built.state_sharding)
   # A reader moves nothing: the run may be live, or another user's.
   state = checkpoint.Checkpoints(workdir, move_damaged=False).restore_latest(template)
   if state is None:
     raise errors.NotFoundError(f'{workdir} holds no readable checkpoint')
   mean, std = dataset.channel_stats()
-  prep = preprocess.Preprocess(input_shape, tuple(mean), tuple(std), config.resize_mode)
-  return TrainedRun(config, model, state.variables(), prep, dataset, int(state.step))
+  prep = preprocess.Preprocess(shape, tuple(mean), tuple(std), config.resize_mode)
+  return TrainedRun(config, built.model, state.variables(), prep, dataset, int(state.step))

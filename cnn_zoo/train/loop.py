@@ -1,10 +1,8 @@
 """train_and_evaluate: config in, a workdir of checkpoints, metrics and results.json out."""
 
 import dataclasses
-import functools
 import hashlib
 import json
-import math
 import os
 import platform
 import signal
@@ -18,15 +16,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cnn_zoo import config as config_lib
 from cnn_zoo import errors
-from cnn_zoo import models
 from cnn_zoo import outputs
-from cnn_zoo import parallel
-from cnn_zoo.data import inputs as inputs_lib, preprocess, sources
+from cnn_zoo.data import inputs as inputs_lib, sources
 from cnn_zoo.errors import NonFiniteError  # noqa: F401  (also loop.NonFiniteError)
-from cnn_zoo.models import summary as summary_lib
-from cnn_zoo.train import checkpoint, optim, step as step_lib, workdir as workdir_lib, writers
+from cnn_zoo.train import build as build_lib
+from cnn_zoo.train import config as config_lib
+from cnn_zoo.train import checkpoint, workdir as workdir_lib, writers
 from cnn_zoo.train import state as state_lib
 
 
@@ -41,47 +37,6 @@ def weights_sha256(state: state_lib.TrainState) -> str:
     digest.update(str(leaf.dtype).encode() + str(leaf.shape).encode())
     digest.update(leaf.tobytes())
   return digest.hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-  """Shapes and budget worked out from the config and the data, before any compilation."""
-  input_shape: tuple[int, int, int]
-  num_classes: int
-  batch_size: int
-  eval_batch_size: int
-  steps_per_epoch: int
-  total_steps: int
-  eval_every_steps: int
-  checkpoint_every_steps: int
-
-
-def make_plan(config, dataset: sources.Dataset) -> Plan:
-  spec = models.spec(config.model)
-  size = config.image_size or spec.input_shape[0]
-  input_shape = (size, size, spec.input_shape[2])
-  models.check_input_shape(config.model, input_shape)
-  preprocess.check_fits(dataset.name, dataset.image_shape, input_shape, config.resize_mode)
-  num_classes = config.num_classes or dataset.num_classes
-  top_label = int(max(dataset.train.labels.max(), dataset.test.labels.max()))
-  if top_label >= num_classes:
-    raise sources.DataError(f'{dataset.name}: label {top_label} is out of range for '
-                            f'num_classes={num_classes}')
-  eval_batch_size = config.eval_batch_size or config.batch_size
-  parallel.check_batch_size(config.batch_size, 'batch_size')
-  parallel.check_batch_size(eval_batch_size, 'eval_batch_size')
-  steps_per_epoch = len(dataset.train) // config.batch_size
-  if steps_per_epoch == 0:
-    raise errors.ConfigError(f'config.batch_size={config.batch_size} exceeds the '
-                             f'{len(dataset.train)} training examples of {dataset.name}')
-  total_steps = config.num_train_steps if config.num_train_steps > 0 else \
-      max(1, int(math.ceil(config.num_epochs * steps_per_epoch)))
-  if total_steps > config_lib.MAX_INT:
-    raise errors.ConfigError(f'config.num_epochs={config.num_epochs!r} makes {total_steps:,} steps '
-                             f'of {steps_per_epoch:,} per epoch; at most {config_lib.MAX_INT:,}')
-  eval_every = int(round(config.eval_every_epochs * steps_per_epoch)) or total_steps
-  return Plan(input_shape, num_classes, config.batch_size, eval_batch_size, steps_per_epoch,
-              total_steps, eval_every, config.checkpoint_every_steps or eval_every)
 
 
 def evaluate(eval_fn, state, batches) -> dict:
@@ -115,11 +70,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   config_lib.validate(config)
   is_lead = jax.process_index() == 0
-  spec = models.spec(config.model)
   dataset = sources.load(config.dataset, config.data_dir or None,
-                         image_size=config.image_size or spec.input_shape[0],
+                         image_size=build_lib.input_shape(config)[0],
                          num_classes=config.num_classes or None)
-  plan = make_plan(config, dataset)
+  plan = build_lib.make_plan(config, dataset)
   # The path 'auto' picks is recorded (config.json) and held to on resume: the two draw differently.
   config = config.copy_and_resolve_references()
   config.input_pipeline = inputs_lib.choose(config.input_pipeline, dataset, plan.input_shape,
@@ -182,17 +136,9 @@ class StopSignals:
 def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   """The body of train_and_evaluate, once the inputs are known to be good."""
   started = time.perf_counter()  # config.time_budget_s counts from here
-  model = models.get(config.model, num_classes=plan.num_classes, dtype=config.dtype,
-                     weight_init=config.weight_init, **config.model_kwargs.to_dict())
-  model_summary = summary_lib.summarize(model, plan.input_shape)
-  lr_schedule = optim.schedule(config, plan.total_steps, plan.steps_per_epoch)
-  tx = optim.optimizer(config, lr_schedule)
-
-  mesh = parallel.mesh()
-  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  create = functools.partial(state_lib.create, model, tx, plan.input_shape, config.seed)
-  state_sharding = parallel.state_shardings(jax.eval_shape(create), mesh, config.shard_params)
-  state = jax.jit(create, out_shardings=state_sharding)()
+  built = build_lib.build(config, plan)
+  model_summary, lr_schedule = built.summary, built.schedule
+  state = built.init()
   ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints, move_damaged=is_lead)
   restored = ckpts.restore_latest(state)  # onto this run's mesh, whatever mesh saved it
   if restored is not None:
@@ -202,27 +148,10 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
     _write_config(config, workdir)
   writer = writers.MetricWriter(workdir, enabled=is_lead, resume_step=start_step)
 
-  # Compile once, ahead of time: a batch of any other shape would be an error, not a recompile.
-  train_fn = jax.jit(functools.partial(step_lib.train_step, label_smoothing=config.label_smoothing,
-                                       skip_nonfinite=config.nonfinite == 'skip',
-                                       conv_impl=config.conv_impl),
-                     in_shardings=(state_sharding, sharded),
-                     out_shardings=(state_sharding, replicated), donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(step_lib.eval_step, conv_impl=config.conv_impl),
-                    in_shardings=(state_sharding, sharded),
-                    out_shardings=replicated)
-
-  def batch_spec(n, with_mask):
-    spec_ = {'image': jax.ShapeDtypeStruct((n, *plan.input_shape), jnp.float32, sharding=sharded),
-             'label': jax.ShapeDtypeStruct((n,), jnp.int32, sharding=sharded)}
-    if with_mask:
-      spec_['mask'] = jax.ShapeDtypeStruct((n,), jnp.float32, sharding=sharded)
-    return spec_
-
-  inputs = inputs_lib.make(config, dataset, plan, mesh)  # compiles its batch functions
+  inputs = inputs_lib.make(config, dataset, plan, built.mesh)  # compiles its batch functions
   t0 = time.perf_counter()
-  train_fn = train_fn.lower(state, batch_spec(plan.batch_size, False)).compile()
-  eval_fn = eval_fn.lower(state, batch_spec(plan.eval_batch_size, True)).compile()
+  # Compiled once, ahead of time: a batch of any other shape is an error, not a recompile.
+  train_fn, eval_fn = built.compile_train(state), built.compile_eval(state)
   compile_time = time.perf_counter() - t0 + inputs.compile_time
 
   logging.info('%s on %s: %s trainable parameters, %.4f GMACs/example; %d steps of %d '

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnn_zoo.models import conv
 from cnn_zoo.train.state import TrainState
 
 
@@ -22,21 +21,19 @@ def _correct_top_k(logits, labels, k):
 
 
 def train_step(state: TrainState, batch, *, label_smoothing: float = 0.0,
-               skip_nonfinite: bool = False, conv_impl: str = 'auto'):
+               skip_nonfinite: bool = False):
   """One optimizer step; BatchNorm statistics update in train mode; dropout from (rng, step).
 
   With `skip_nonfinite`, a step whose loss or gradients are NaN or Inf leaves the weights, BN
   statistics and optimizer state as they were (and is counted in metrics['nonfinite']).
-  `conv_impl` picks how convolutions are computed (see cnn_zoo.models.conv).
   """
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
     variables = {'params': params, 'batch_stats': state.batch_stats} if state.batch_stats \
         else {'params': params}
-    with conv.implementation(conv_impl):
-      logits, updates = state.apply_fn(variables, batch['image'], train=True,
-                                       mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    logits, updates = state.apply_fn(variables, batch['image'], train=True,
+                                     mutable=['batch_stats'], rngs={'dropout': dropout_rng})
     logits = logits.astype(jnp.float32)
     loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
     return loss, (logits, updates.get('batch_stats', {}))
@@ -61,10 +58,9 @@ def train_step(state: TrainState, batch, *, label_smoothing: float = 0.0,
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch, *, conv_impl: str = 'auto'):
+def eval_step(state: TrainState, batch):
   """Sums over the unmasked examples of a (possibly padded) batch: loss, top-1, top-5, count."""
-  with conv.implementation(conv_impl):
-    logits = state.apply_fn(state.variables(), batch['image'], train=False)
+  logits = state.apply_fn(state.variables(), batch['image'], train=False)
   logits = logits.astype(jnp.float32)
   mask = batch['mask']
   return {

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 
 from cnn_zoo import errors, outputs
+from cnn_zoo.train import config as config_lib
 
 # Fields that change how a run is watched, not what it computes: a resume may change them.
 OPERATIONAL_FIELDS = ('data_dir', 'log_every_steps', 'keep_checkpoints', 'eval_batch_size',
@@ -60,7 +61,6 @@ class Lock:
 def differing_fields(saved: dict, config: dict, defaults: dict | None = None) -> list[str]:
   """Fields whose values differ; a field the saved run predates counts at the value it had in
   effect then (config.LEGACY: e.g. weight_init='flax'), else at its default."""
-  from cnn_zoo import config as config_lib  # pylint: disable=g-import-not-at-top
   defaults = {**(defaults or {}), **config_lib.LEGACY}
   keys = (set(saved) | set(config)) - set(OPERATIONAL_FIELDS)
   return sorted(k for k in keys if saved.get(k, defaults.get(k)) != config.get(k))
@@ -85,7 +85,6 @@ def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
       raise WorkdirError(f'{path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0]}); '
                          f'it identifies the run in {workdir}, whose checkpoints are kept: restore '
                          f'it from a copy, or train into another --workdir') from None
-  from cnn_zoo import config as config_lib  # pylint: disable=g-import-not-at-top
   defaults = json.loads(config_lib.defaults().to_json())
   fields = differing_fields(saved, json.loads(config_json), defaults)
   if not fields:

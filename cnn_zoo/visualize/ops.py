@@ -1,14 +1,16 @@
 """The operations a ConvNet applies to an image, on single images, with the ops the models use.
 
 `conv2d` calls `jax.lax.conv_general_dilated` exactly as `flax.linen.Conv` does: cross-correlation
-(no kernel flip), NHWC inputs, HWIO kernels. `relu` is `flax.linen.relu`; `pool` is
-`flax.linen.max_pool` / `avg_pool`, the functions LeNet-5 pools with.
+(no kernel flip), NHWC inputs, HWIO kernels. `relu` is `flax.linen.relu`; `pool` is the zoo's own
+`cnn_zoo.models.pooling.max_pool` / `avg_pool`, the functions LeNet-5 pools with.
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cnn_zoo.models import pooling
 
 # The classic kernel table (e.g. Wikipedia's "Kernel (image processing)"). The Laplacians are
 # written with a positive centre, as edge detectors usually are; the sign does not change the edges.
@@ -67,9 +69,9 @@ def pool(x, kind: str = 'max', window: int = 2, stride: int = 2) -> jax.Array:
   plain = x.ndim == 2
   batch = x[None, ..., None] if plain else x[None]
   if kind == 'max':
-    out = nn.max_pool(batch, (window, window), strides=(stride, stride))
+    out = pooling.max_pool(batch, window, stride)
   else:
-    out = nn.avg_pool(batch, (window, window), strides=(stride, stride))
+    out = pooling.avg_pool(batch, window, stride)
     if kind == 'sum':  # unpadded full windows: the sum is the average times the area
       out = out * (window * window)
   return out[0, ..., 0] if plain else out[0]

@@ -14,10 +14,13 @@ bit-exact digits).
 
 import ml_collections
 
+from cnn_zoo.train import config as config_lib
+
 SEEDS = (0, 1, 2)
 
 
 def get_config(arg: str | None = None):
+  a = config_lib.parse_arg(arg, reduced=False)
   c = ml_collections.ConfigDict()
   c.base = 'configs/mnist_lenet5.py'
   c.overrides = ml_collections.ConfigDict()
@@ -25,11 +28,9 @@ def get_config(arg: str | None = None):
   c.overrides.augment = 'none'  # 0.95% is the undistorted result (0.8% with distortions)
   c.overrides.eval_every_epochs = 1.0
   seeds = list(SEEDS)
-  if arg == 'reduced':
+  if a.reduced:
     c.overrides.dataset = 'npz:../shared/data/mnist.npz'
     c.overrides.eval_every_epochs = 2.0
     seeds = [0]
-  elif arg:
-    raise ValueError(f'unknown sweep variant {arg!r}; valid choices: reduced')
   c.axes = [{'product': {'model': ['lenet5'], 'seed': seeds}}]
   return c

@@ -15,8 +15,8 @@ import numpy as np
 
 from cnn_zoo import errors
 from cnn_zoo import models
-from cnn_zoo.models import registry
-from cnn_zoo.models import conv
+from cnn_zoo.data import inputs, preprocess, sources
+from cnn_zoo.models import conv, registry
 from cnn_zoo.train import optim
 
 DTYPES = ('float32', 'bfloat16')
@@ -133,7 +133,7 @@ def _check_model_kwargs(config):
   module = models.get(config.model)
   taken = sorted(f.name for f in dataclasses.fields(module)
                  if f.init and f.name not in ('parent', 'name', 'num_classes', 'dtype',
-                                              'weight_init'))
+                                              'weight_init', 'conv_impl'))
   unknown = sorted(set(config.model_kwargs.keys()) - set(taken))
   if unknown:
     raise errors.ConfigError(f'config.model_kwargs {", ".join(unknown)} is not an argument of model '
@@ -156,8 +156,6 @@ def _check_model_kwargs(config):
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (a ValueError) with one line naming the field, the value and the valid
   choices."""
-  # The data side needs TensorFlow; defaults() alone (the step benchmark) runs with JAX only.
-  from cnn_zoo.data import inputs, preprocess, sources  # pylint: disable=g-import-not-at-top
   unknown = sorted(set(config.keys()) - set(defaults().keys()))
   if unknown:
     raise errors.ConfigError(f'unknown config field(s) {", ".join(unknown)}; valid fields: '
@@ -195,3 +193,40 @@ def validate(config: ml_collections.ConfigDict) -> None:
          for b in config.lr_boundaries):
     raise errors.ConfigError(f'config.lr_boundaries={tuple(config.lr_boundaries)!r} must be '
                              f'fractions of the budget, each in (0, 1)')
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """A config file's argument (`--config=FILE:ARG`) as named values: `model=resnet56,reduced`
+  with defaults(model='resnet20', reduced=False) gives model='resnet56', reduced=True. A bare
+  name sets a boolean to True; values take the type of their default. Unknown names are a
+  ConfigError naming the valid ones."""
+  parsed = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, has_value, value = item.partition('=')
+    key = key.strip()
+    if key not in defaults:
+      raise errors.ConfigError(f'unknown config argument {key!r} in {arg!r}; valid: '
+                               f'{", ".join(f"{k}={v!r}" for k, v in defaults.items())}')
+    default = defaults[key]
+    if not has_value:
+      if not isinstance(default, bool):
+        raise errors.ConfigError(f'config argument {key!r} needs a value ({key}=...)')
+      parsed[key] = True
+    elif isinstance(default, bool):
+      if value not in ('true', 'false', 'True', 'False'):
+        raise errors.ConfigError(f'config argument {key}={value!r} must be true or false')
+      parsed[key] = value in ('true', 'True')
+    else:
+      try:
+        parsed[key] = type(default)(value)
+      except ValueError:
+        raise errors.ConfigError(f'config argument {key}={value!r} must be a '
+                                 f'{type(default).__name__}') from None
+  return parsed
+
+
+def choose(name: str, value, choices) -> None:
+  """A config argument's value among its choices, else a ConfigError naming them."""
+  if value not in choices:
+    raise errors.ConfigError(f'config argument {name}={value!r} is not valid; valid choices: '
+                             f'{", ".join(map(str, choices))}')
