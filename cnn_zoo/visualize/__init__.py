@@ -2,9 +2,11 @@
 
   python -m experiments.visualize convolution|kernels|relu|pooling [--image=FILE]
   python -m experiments.visualize feature-maps --workdir=RUN [--image=FILE | --index=N]
+  python -m experiments.visualize explorer --workdir=RUN [--screenshots]   # explorer.html
 
 `make(what, out_dir, ...)` writes the PNG figures of one command into out_dir and returns the
-numbers of its small examples as text, with the paths and sizes of the files written.
+numbers of its small examples as text, with the paths and sizes of the files written; `explorer`
+writes one self-contained HTML page (see explorer.py).
 """
 
 import os
@@ -14,7 +16,7 @@ import numpy as np
 from cnn_zoo import errors, outputs
 from cnn_zoo import predict
 from cnn_zoo.train import inference
-from cnn_zoo.visualize import activations, figures, ops
+from cnn_zoo.visualize import activations, explorer, figures, ops
 
 # The textbook example: a 5x5 binary image and a 3x3 filter.
 IMAGE = np.array([[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0],
@@ -25,7 +27,7 @@ POOLING_EXAMPLE = np.array([[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 
 # (padding, stride) pairs that show how the output size changes.
 PADDING_STRIDE = ((0, 1), (1, 1), (0, 2), (1, 2), (0, 3))
 
-COMMANDS = ('convolution', 'kernels', 'relu', 'pooling', 'feature-maps')
+COMMANDS = ('convolution', 'kernels', 'relu', 'pooling', 'feature-maps', 'explorer')
 PHOTO_MAX_SIDE = 240  # pixels; small enough for a 3x3 kernel's effect to show, and for small PNGs
 
 
@@ -163,19 +165,33 @@ def feature_maps(run: inference.TrainedRun, out_dir: str, image: str | None = No
   return '\n'.join(lines), written
 
 
+def _explorer(out_dir, image=None, workdir=None, index=None, screenshots=False):
+  if not workdir:
+    raise errors.ConfigError('explorer needs --workdir=RUN, the workdir of a trained run')
+  if image or index is not None:
+    raise errors.ConfigError('explorer takes no --image or --index: its page has a drawing pad and '
+                             'the run\'s test images')
+  return explorer.write(inference.load(workdir), out_dir, screenshots)
+
+
 _MAKERS = {'convolution': _convolution, 'kernels': _kernels, 'relu': _relu, 'pooling': _pooling,
-           'feature-maps': _feature_maps}
+           'feature-maps': _feature_maps, 'explorer': _explorer}
 
 
 def make(what: str, out_dir: str, image: str | None = None, workdir: str | None = None,
-         index: int | None = None) -> tuple[str, list[tuple[str, int]]]:
+         index: int | None = None, screenshots: bool = False) -> tuple[str, list[tuple[str, int]]]:
   """Writes the figures of `what` into out_dir; returns its text and [(path, bytes)] written."""
   if what not in _MAKERS:
     raise errors.ConfigError(f'unknown figure {what!r}; valid choices: {", ".join(COMMANDS)}')
-  if what != 'feature-maps' and (workdir or index is not None):
-    raise errors.ConfigError(f'--workdir and --index are for feature-maps, not {what}')
+  if what not in ('feature-maps', 'explorer') and (workdir or index is not None):
+    raise errors.ConfigError(f'--workdir and --index are for feature-maps (--workdir also for '
+                             f'explorer), not {what}')
   if what == 'convolution' and image:
     raise errors.ConfigError('convolution draws the textbook 5x5 example; --image is for kernels, '
                              'relu, pooling and feature-maps')
+  if screenshots and what != 'explorer':
+    raise errors.ConfigError(f'--screenshots is for explorer, not {what}')
   outputs.writable_dir(out_dir, '--out_dir')  # before a run is loaded or anything is drawn
+  if what == 'explorer':
+    return _explorer(out_dir, image=image, workdir=workdir, index=index, screenshots=screenshots)
   return _MAKERS[what](out_dir, image=image, workdir=workdir, index=index)
