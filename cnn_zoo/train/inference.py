@@ -13,6 +13,7 @@ import numpy as np
 from cnn_zoo import errors
 from cnn_zoo import models, parallel
 from cnn_zoo.data import device_pipeline, preprocess, sources
+from cnn_zoo.pretrained import imagenet
 from cnn_zoo.train import checkpoint, optim
 from cnn_zoo.train import state as state_lib
 
@@ -55,8 +56,11 @@ def load(workdir: str) -> TrainedRun:
   spec = models.spec(config.model)
   size = config.image_size or spec.input_shape[0]
   input_shape = (size, size, spec.input_shape[2])
-  dataset = sources.load(config.dataset, config.data_dir or None, image_size=size,
-                         num_classes=config.num_classes or None)
+  if imagenet.is_converted(workdir):  # torchvision's weights: ImageNet's preprocessing, no data
+    dataset = imagenet.photos(config.model, config.num_classes, size)
+  else:
+    dataset = sources.load(config.dataset, config.data_dir or None, image_size=size,
+                           num_classes=config.num_classes or None)
   model = models.get(config.model, num_classes=config.num_classes or dataset.num_classes,
                      dtype=config.dtype, **config.model_kwargs.to_dict())
   # The optimizer only shapes the checkpoint's opt_state; its schedule values do not matter.

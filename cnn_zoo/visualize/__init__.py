@@ -140,6 +140,8 @@ def feature_maps(run: inference.TrainedRun, out_dir: str, image: str | None = No
     what = os.path.basename(image)
   else:
     index = index or 0
+    if not len(run.dataset.test):  # a run converted from torchvision holds no images
+      raise errors.ConfigError(f'{run.dataset.name}: no test images; give --image=FILE')
     if not 0 <= index < len(run.dataset.test):
       raise errors.ConfigError(f'--index={index} is out of range: the test split of {run.config.dataset} '
                        f'has {len(run.dataset.test)} images (0..{len(run.dataset.test) - 1})')
