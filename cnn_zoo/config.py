@@ -42,6 +42,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.num_classes = 0  # 0: the dataset's
   c.image_size = 0  # 0: the model's canonical size
   c.weight_init = 'paper'  # each family's own initialisation, or 'flax' (linen's defaults)
+  c.init_from = ''  # start from a run directory's or a torchvision state dict's weights
   c.resize_mode = 'auto'
   c.augment = 'none'
   c.input_pipeline = 'auto'  # device: batches computed on the device; tfdata: on the host
@@ -166,6 +167,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, 'model', models.names())
   _choice(config, 'weight_init', models.WEIGHT_INITS)
   _check_model_kwargs(config)
+  if config.init_from:  # a run of the same model, or a state dict file (cnn_zoo.pretrained)
+    from cnn_zoo.pretrained import runs  # pylint: disable=g-import-not-at-top
+    runs.check_init_from(config)
   sources.check_name(config.dataset)
   _choice(config, 'optimizer', optim.OPTIMIZERS)
   _choice(config, 'schedule', optim.SCHEDULES)

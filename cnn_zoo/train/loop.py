@@ -26,6 +26,7 @@ from cnn_zoo import parallel
 from cnn_zoo.data import inputs as inputs_lib, preprocess, sources
 from cnn_zoo.errors import NonFiniteError  # noqa: F401  (also loop.NonFiniteError)
 from cnn_zoo.models import summary as summary_lib
+from cnn_zoo.pretrained import runs as pretrained_runs
 from cnn_zoo.train import checkpoint, optim, step as step_lib, workdir as workdir_lib, writers
 from cnn_zoo.train import state as state_lib
 
@@ -197,6 +198,8 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   restored = ckpts.restore_latest(state)  # onto this run's mesh, whatever mesh saved it
   if restored is not None:
     state = restored
+  elif config.init_from:  # a new run from pretrained weights (a new classifier if classes differ)
+    state = pretrained_runs.initialise(state, config.init_from, config.model, plan.num_classes)
   start_step = int(jax.device_get(state.step))
   if is_lead:
     _write_config(config, workdir)
