@@ -319,3 +319,29 @@ def test_the_convert_launcher(converted, tmp_path):
   assert bad.stderr.strip().splitlines()[-1].startswith(
       "error: model 'zfnet' has no torchvision counterpart; models that have one: alexnet")
   assert not os.path.exists(tmp_path / 'zf')
+
+
+def test_feature_map_figures_of_deep_models_keep_twelve_layers_of_maps():
+  from cnn_zoo.visualize import activations  # pylint: disable=g-import-not-at-top
+  layer = lambda name, kind: activations.Layer(name, kind, np.zeros((2, 2, 1)))
+  layers = ([layer('input', 'input')] + [layer(f'conv{i}', 'conv') for i in range(1, 54)] +
+            [layer('pool1', 'pool'), layer('output', 'output')])
+  kept = activations.thinned(activations.Activations(layers, None)).layers
+  names = [x.name for x in kept]
+  assert len(names) == 14 and names[:2] == ['input', 'conv1'] and names[-2:] == ['pool1', 'output']
+  few = activations.Activations(layers[:5], None)
+  assert activations.thinned(few) is few
+
+
+def test_files_written_by_the_safetensors_package_are_read(tmp_path):
+  safetensors_numpy = pytest.importorskip('safetensors.numpy')
+  values = {'a.weight': np.arange(12, dtype=np.float32).reshape(3, 4),
+            'a.num_batches_tracked': np.array(3, np.int64)}
+  safetensors_numpy.save_file(values, str(tmp_path / 'w.safetensors'))
+  read = files.read(str(tmp_path / 'w.safetensors'))
+  assert set(read) == set(values)
+  assert all(np.array_equal(read[k], v) for k, v in values.items())
+  files.write(values, str(tmp_path / 'ours.safetensors'))
+  theirs = safetensors_numpy.load_file(str(tmp_path / 'ours.safetensors'))
+  # (its numpy loader gives a 0-d tensor the shape (1,))
+  assert all(np.array_equal(theirs[k].reshape(v.shape), v) for k, v in values.items())

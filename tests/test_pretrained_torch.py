@@ -43,7 +43,7 @@ def test_the_zoo_computes_torchvisions_logits(name):
 @pytest.mark.parametrize('name', ['resnet18', 'googlenet', 'densenet121'])
 def test_the_reverse_conversion_loads_strictly_into_torchvision(name, tmp_path):
   model = torch_check.build(name)
-  torch_check.randomise(model, seed=1)
+  torch_check.randomise(model, seed=1, size=64)
   state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
   variables, _, _ = convert.to_zoo(state, name)
   path = str(tmp_path / f'{name}.pth')

@@ -72,33 +72,49 @@ def manifest(name: str) -> dict[str, list[int]]:
   return {k: list(v.shape) for k, v in build(name, meta=True).state_dict().items()}
 
 
-def randomise(model, seed: int = 0) -> None:
-  """Every weight drawn at random in place: convolution and Linear weights N(0, 2 / fan_in),
-  biases N(0, 0.1^2), BatchNorm weights U(0.5, 1.5), running means N(0, 0.1^2) and running
-  variances U(0.5, 1.5), so that the running statistics matter and activations keep their size."""
+def randomise(model, seed: int = 0, size: int = 224) -> None:
+  """Every weight drawn at random in place, and the model left in eval mode.
+
+  Convolution and Linear weights N(0, 2 / fan_in), biases N(0, 0.1^2), BatchNorm weights
+  U(0.5, 1.5) and biases N(0, 0.1^2). BatchNorm's running statistics are those of a random batch
+  of `size` x `size` images (one train-mode pass with a cumulative average), then perturbed per
+  channel: means shifted by N(0, 0.1^2) standard deviations, variances scaled by U(0.5, 1.5). So
+  they are random and matter, while the activations of a hundred layers keep about unit size
+  (statistics drawn from nothing would let deep ResNets' logits grow to 1e12).
+  """
   import torch  # pylint: disable=g-import-not-at-top
   generator = torch.Generator().manual_seed(seed)
-  normal = lambda t, std: t.copy_(torch.randn(t.shape, generator=generator) * std)
-  uniform = lambda t, lo, hi: t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=generator))
+  normal = lambda shape: torch.randn(shape, generator=generator)
+  uniform = lambda shape, lo, hi: lo + (hi - lo) * torch.rand(shape, generator=generator)
+  norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
   with torch.no_grad():
     for module in model.modules():
       if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-        normal(module.weight, (2.0 / module.weight[0].numel()) ** 0.5)
+        module.weight.copy_(normal(module.weight.shape) * (2.0 / module.weight[0].numel()) ** 0.5)
         if module.bias is not None:
-          normal(module.bias, 0.1)
-      elif isinstance(module, torch.nn.BatchNorm2d):
-        uniform(module.weight, 0.5, 1.5)
-        normal(module.bias, 0.1)
-        normal(module.running_mean, 0.1)
-        uniform(module.running_var, 0.5, 1.5)
+          module.bias.copy_(normal(module.bias.shape) * 0.1)
+    for norm in norms:
+      norm.weight.copy_(uniform(norm.weight.shape, 0.5, 1.5))
+      norm.bias.copy_(normal(norm.bias.shape) * 0.1)
+      norm.reset_running_stats()
+      norm.momentum = None  # a cumulative average: after one batch, that batch's statistics
+    if norms:
+      model.train()
+      model(normal((4, 3, size, size)))
+    for norm in norms:
+      std = norm.running_var.sqrt()
+      norm.running_mean.add_(normal(std.shape) * 0.1 * std)
+      norm.running_var.mul_(uniform(std.shape, 0.5, 1.5))
+      norm.momentum = 0.1
+  model.eval()
 
 
 def compare(name: str, batch: int = 2, size: int = 224, seed: int = 0) -> dict:
   """Eval-mode logits of torchvision's `name` and of the zoo's, converted from its random weights,
   on one random batch: the largest difference relative to the largest logit, and timings."""
   import torch  # pylint: disable=g-import-not-at-top
-  model = build(name).eval()
-  randomise(model, seed)
+  model = build(name)
+  randomise(model, seed, size)
   images = np.random.default_rng(seed).normal(size=(batch, 3, size, size)).astype(np.float32)
   with torch.no_grad():
     want = model(torch.from_numpy(images)).numpy()

@@ -155,7 +155,8 @@ def feature_maps(run: inference.TrainedRun, out_dir: str, image: str | None = No
   lines.append(predict.format_ranking(predict.ranked(acts.layers[-1].values, names, None), 3))
   maps_path = os.path.join(out_dir, f'{model}_feature_maps.png')
   written = [(maps_path, figures.save(
-      figures.feature_maps_figure(acts, names, f'{model} (step {run.step}) on {what}'), maps_path))]
+      figures.feature_maps_figure(activations.thinned(acts), names,
+                                  f'{model} (step {run.step}) on {what}'), maps_path))]
   if acts.first_filters is not None:
     path = os.path.join(out_dir, f'{model}_filters.png')
     kh, kw, _, count = acts.first_filters.shape
