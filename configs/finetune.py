@@ -6,9 +6,10 @@
 
 `config.init_from` is the converted run (or any run of the same model, or a state dict file); the
 classifier starts afresh when the number of classes differs (the folder's classes), every other
-weight and BatchNorm statistic starts from there. 224x224 inputs (images resized), SGD with momentum
-0.9 at 0.01 with cosine decay over 10 epochs, weight decay 1e-4, random flips: a common transfer
-recipe, not one tuned here. The argument is the model (default resnet50); `MODEL,smoke` fine-tunes
+weight and BatchNorm statistic starts from there. Inputs are normalised by the folder's own mean
+and std, as in every run here. 224x224 inputs (images resized), SGD with momentum 0.9 at 0.01 with
+cosine decay over 10 epochs, weight decay 1e-4, random flips: a common transfer recipe, not one
+tuned here. The argument is the model (default resnet50); `MODEL,smoke` fine-tunes
 for three steps on the embedded digits at 32x32 (`smoke` alone: resnet18), about half a minute on a
 2-core CPU.
 """
