@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from cnn_zoo import errors
+from cnn_zoo.pretrained import imagenet
 from cnn_zoo.train import inference
 
 
@@ -39,6 +40,8 @@ def _grey_palette(image) -> bool:
 
 def as_dataset_example(run: inference.TrainedRun, image: np.ndarray) -> np.ndarray:
   """uint8 (h, w, c) -> uint8 (H, W, C) at the size and channels of the run's dataset images."""
+  if isinstance(run.dataset, imagenet.Photos):  # torchvision's: resize 256, centre crop 224
+    return imagenet.resize_and_crop(image, run.dataset.image_shape[0])
   height, width, channels = run.dataset.image_shape
   x = image
   if x.shape[-1] == 3 and channels == 1:  # ITU-R 601 luma, as the input paths convert
@@ -59,6 +62,8 @@ def as_dataset_example(run: inference.TrainedRun, image: np.ndarray) -> np.ndarr
 
 def class_names(run: inference.TrainedRun) -> list[str]:
   """The dataset's label names when it has them (image folders, TFDS), else the indices."""
+  if isinstance(run.dataset, imagenet.Photos):  # converted from torchvision: ImageNet's names
+    return run.dataset.class_names()
   name, count = run.config.dataset, run.dataset.num_classes
   names = None
   try:

@@ -42,6 +42,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.num_classes = 0  # 0: the dataset's
   c.image_size = 0  # 0: the model's canonical size
   c.weight_init = 'paper'  # each family's own initialisation, or 'flax' (linen's defaults)
+  c.init_from = ''  # start from a run directory's or a torchvision state dict's weights
   c.resize_mode = 'auto'
   c.augment = 'none'
   c.input_pipeline = 'auto'  # device: batches computed on the device; tfdata: on the host

@@ -11,6 +11,7 @@ import numpy as np
 
 from cnn_zoo import errors
 from cnn_zoo.data import device_pipeline, preprocess, sources
+from cnn_zoo.pretrained import imagenet
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import checkpoint
 from cnn_zoo.train import config as config_lib
@@ -56,8 +57,11 @@ def load(workdir: str) -> TrainedRun:
     if field not in config:
       config[field] = config_lib.LEGACY.get(field, value)
   shape = build_lib.input_shape(config)
-  dataset = sources.load(config.dataset, config.data_dir or None, image_size=shape[0],
-                         num_classes=config.num_classes or None)
+  if imagenet.is_converted(workdir):  # torchvision's weights: ImageNet's preprocessing, no data
+    dataset = imagenet.photos(config.model, config.num_classes, shape[0])
+  else:
+    dataset = sources.load(config.dataset, config.data_dir or None, image_size=shape[0],
+                           num_classes=config.num_classes or None)
   # Shapes only: nothing is initialised or compiled just to be overwritten by the checkpoint,
   # which is restored onto this process's devices, whatever mesh saved it.
   built = build_lib.build(config, build_lib.fixed_plan(config, config.num_classes or

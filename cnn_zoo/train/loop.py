@@ -22,6 +22,7 @@ from cnn_zoo.data import inputs as inputs_lib, sources
 from cnn_zoo.errors import NonFiniteError  # noqa: F401  (also loop.NonFiniteError)
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import config as config_lib
+from cnn_zoo.train import converted
 from cnn_zoo.train import checkpoint, workdir as workdir_lib, writers
 from cnn_zoo.train import state as state_lib
 
@@ -69,6 +70,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   results written to WORKDIR/results.json.
   """
   config_lib.validate(config)
+  if config.init_from:  # a run of the same model, or a state dict file, checked before any work
+    converted.check_init_from(config)
   is_lead = jax.process_index() == 0
   dataset = sources.load(config.dataset, config.data_dir or None,
                          image_size=build_lib.input_shape(config)[0],
@@ -143,6 +146,8 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   restored = ckpts.restore_latest(state)  # onto this run's mesh, whatever mesh saved it
   if restored is not None:
     state = restored
+  elif config.init_from:  # a new run from pretrained weights (a new classifier if classes differ)
+    state = converted.initialise(state, config.init_from, config.model, plan.num_classes)
   start_step = int(jax.device_get(state.step))
   if is_lead:
     _write_config(config, workdir)

@@ -142,6 +142,8 @@ def feature_maps(run: inference.TrainedRun, out_dir: str, image: str | None = No
     what = os.path.basename(image)
   else:
     index = index or 0
+    if not len(run.dataset.test):  # a run converted from torchvision holds no images
+      raise errors.ConfigError(f'{run.dataset.name}: no test images; give --image=FILE')
     if not 0 <= index < len(run.dataset.test):
       raise errors.ConfigError(f'--index={index} is out of range: the test split of {run.config.dataset} '
                        f'has {len(run.dataset.test)} images (0..{len(run.dataset.test) - 1})')
@@ -155,7 +157,8 @@ def feature_maps(run: inference.TrainedRun, out_dir: str, image: str | None = No
   lines.append(predict.format_ranking(predict.ranked(acts.layers[-1].values, names, None), 3))
   maps_path = os.path.join(out_dir, f'{model}_feature_maps.png')
   written = [(maps_path, figures.save(
-      figures.feature_maps_figure(acts, names, f'{model} (step {run.step}) on {what}'), maps_path))]
+      figures.feature_maps_figure(activations.thinned(acts), names,
+                                  f'{model} (step {run.step}) on {what}'), maps_path))]
   if acts.first_filters is not None:
     path = os.path.join(out_dir, f'{model}_filters.png')
     kh, kw, _, count = acts.first_filters.shape

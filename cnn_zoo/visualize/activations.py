@@ -126,3 +126,15 @@ def capture(model, variables, inputs) -> Activations:
   layers.append(Layer('output', 'output', probabilities, 'softmax'))
   first = next((c.kernel for c in calls if c.kind == 'conv'), None)
   return Activations(layers, first)
+
+
+def thinned(acts: Activations, max_map_layers: int = 12) -> Activations:
+  """At most `max_map_layers` layers of maps (conv, pool), evenly spaced, first and last kept, and
+  every other layer: a figure of ResNet-50's 54 layers of maps would take matplotlib many minutes
+  to lay out."""
+  maps = [i for i, layer in enumerate(acts.layers) if layer.kind in ('conv', 'pool')]
+  if len(maps) <= max_map_layers:
+    return acts
+  keep = {maps[int(round(k))] for k in np.linspace(0, len(maps) - 1, max_map_layers)}
+  layers = [layer for i, layer in enumerate(acts.layers) if i in keep or i not in maps]
+  return Activations(layers, acts.first_filters)

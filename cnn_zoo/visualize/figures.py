@@ -227,7 +227,10 @@ def feature_maps_figure(acts: activations_lib.Activations, class_names: list[str
       colours = ['tab:red' if i == best else 'tab:blue' for i in range(len(layer.values))]
       ax.bar(range(len(layer.values)), layer.values, color=colours)
       ax.set_ylim(0, 1)
-      ax.set_xticks(range(len(layer.values)), class_names[:len(layer.values)])
+      # Every class named when they are few; of ImageNet's 1,000, the five most likely.
+      named = range(len(layer.values)) if len(layer.values) <= 20 else \
+          sorted(np.argsort(-layer.values, kind='stable')[:5])
+      ax.set_xticks(list(named), [class_names[i] for i in named])
       ax.tick_params(labelsize=7)
   return fig
 
