@@ -18,11 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_zoo import models, parallel
-from cnn_zoo.data import inputs as inputs_lib, sources
 from cnn_zoo.models import conv
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import config as config_lib
-from cnn_zoo.train import loop
 
 
 def default_batch_size(name: str) -> int:
@@ -133,6 +131,9 @@ def input_pipeline(dataset: str, model: str, batch_size: int | None = None, step
   """For each input path: images/s of its batches alone (crop and flip, waited for) and of the
   whole training loop over `steps` steps, beside the bare step for the same model and batch, so
   that each path's cost shows (`{path}_loop_vs_step`: the loop's share of the step's speed)."""
+  # Here only: the step benchmark needs JAX and the step, not the loop's writers and checkpoints.
+  from cnn_zoo.data import inputs as inputs_lib, sources  # pylint: disable=g-import-not-at-top
+  from cnn_zoo.train import loop  # pylint: disable=g-import-not-at-top
   batch_size = batch_size or default_batch_size(model)
   shape = models.input_shape(model)
   data = sources.load(dataset, data_dir, image_size=shape[0])

@@ -26,8 +26,8 @@ MODELS = ('resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110')
 
 
 def get_config(arg: str | None = None):
-  if arg in MODELS:  # `:resnet56`, as earlier commands spell it
-    arg = f'model={arg}'
+  # `:resnet56`, as earlier commands spell it, is short for model=resnet56.
+  arg = ','.join(f'model={a}' if a in MODELS else a for a in (arg or '').split(',') if a)
   a = config_lib.parse_arg(arg, model='resnet20', data='', reduced=False, smoke=False)
   config_lib.choose('model', a.model, MODELS)
   c = cifar10_common.sgd_recipe(a.model, a.data, a.reduced, batch_size=128, weight_decay=1e-4,

@@ -15,8 +15,10 @@ from ml_collections import config_flags
 
 from cnn_zoo import cli, report, sweep
 
+# accept_new_attributes: `--config.overrides.FIELD=VALUE` adds to a sweep's overrides whatever the
+# sweep file left to its base config (expand() checks each name against the config's fields).
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep file (configs/sweeps/NAME.py).',
-                                          lock_config=True)
+                                          lock_config=False, accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory that gets one sub-directory per point.')
 _WORKERS = flags.DEFINE_integer('workers', 1, 'Points trained at once, each in its own process.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'List the points and their commands; run nothing.')

@@ -55,10 +55,13 @@ def test_input_pipeline_compares_the_loop_with_the_bare_step(digits_dir):
 
 
 def test_step_benchmark_runs_without_tensorflow(tmp_path):
-  """A machine with JAX alone (an accelerator host without TensorFlow) can benchmark the zoo."""
+  """A machine with JAX alone (an accelerator host without TensorFlow) can benchmark the zoo:
+  nor does the step benchmark need the loop's TensorBoard writer, orbax or Pillow."""
   out = tmp_path / 'bench.json'
   script = ("import runpy, sys\n"
-            "sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None\n"
+            "for name in ('tensorflow', 'tensorflow_datasets', 'tensorboard', 'orbax',\n"
+            "             'orbax.checkpoint', 'PIL'):\n"
+            "  sys.modules[name] = None\n"
             f"sys.argv = ['benchmark', '--models=lenet5', '--batch_size=8', '--steps=2', "
             f"'--nopeak', '--json={out}']\n"
             "runpy.run_module('experiments.benchmark', run_name='__main__')\n")

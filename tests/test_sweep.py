@@ -236,3 +236,17 @@ def test_every_shipped_sweep_is_documented_and_every_point_is_a_valid_config(pat
       config_lib.validate(config)
   with pytest.raises(ValueError, match='unknown (sweep variant|config argument)'):
     module.get_config('no_such_variant')
+
+
+def test_a_shipped_sweep_takes_overrides_its_file_left_to_the_recipe(tmp_path):
+  """`--config.overrides.FIELD=` reaches every point, also for a field the sweep file does not
+  set itself (the recipe config does); a misspelt field is one line naming the valid ones."""
+  proc = _launcher('--config=configs/sweeps/cifar10_resnet.py:reduced',
+                   '--config.overrides.num_train_steps=3', f'--workdir={tmp_path}/s', '--dry_run')
+  assert proc.returncode == 0, proc.stderr
+  commands = [line for line in proc.stdout.splitlines() if 'experiments.train' in line]
+  assert len(commands) == 5 and all('--config.num_train_steps=3 ' in c for c in commands)
+  bad = _launcher('--config=configs/sweeps/cifar10_resnet.py:reduced',
+                  '--config.overrides.num_trian_steps=3', f'--workdir={tmp_path}/s', '--dry_run')
+  assert bad.returncode == 2
+  assert "'num_trian_steps' is not a config field" in bad.stderr.strip().splitlines()[-1]

@@ -61,7 +61,7 @@ def resolve(conv_impl: str, platform: str | None = None) -> str:
 
 
 def conv_module(conv_impl: str):
-  """`nn.Conv`, computing with `conv_impl` as resolved for the platform being traced for. The
+  """`nn.Conv`, computing with `conv_impl` as resolved for JAX's default backend when the layer is called. The
   layer's class, name and parameters are nn.Conv's either way."""
   if resolve(conv_impl) == 'im2col':
     return functools.partial(nn.Conv, conv_general_dilated=im2col_conv)

@@ -2,7 +2,8 @@
 
 `layout` (which torchvision tensor is which zoo leaf), `convert` (the conversion, both ways),
 `files` (.pth, .safetensors, .npz), `imagenet` (preprocessing and class names of converted runs),
-`runs` (converted run directories, fine-tuning's `config.init_from`, export), `torch_check` (the
+`torch_check` (the
 zoo against torchvision's own code; needs PyTorch), `manifests/` (the key -> shape table of every
-torchvision counterpart, made by `python -m experiments.check_torchvision --manifests`).
+torchvision counterpart, made by `python -m experiments.check_torchvision --manifests`). Converted
+run directories, fine-tuning's `config.init_from` and export live in `cnn_zoo.train.converted`.
 """

@@ -36,6 +36,14 @@ def _arrays(state: TrainState) -> dict:
           'opt_state': state.opt_state, 'rng': state.rng}
 
 
+def exists(workdir: str) -> bool:
+  """Whether WORKDIR/checkpoints holds a finished step (a run to resume), without opening orbax."""
+  directory = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(directory) and any(
+      d.isdigit() and os.path.exists(os.path.join(directory, d, _FINISHED_MARK))
+      for d in os.listdir(directory))
+
+
 class Checkpoints:
   """The run's checkpoints in WORKDIR/checkpoints.
 

@@ -70,7 +70,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   results written to WORKDIR/results.json.
   """
   config_lib.validate(config)
-  if config.init_from:  # a run of the same model, or a state dict file, checked before any work
+  if config.init_from and not checkpoint.exists(workdir):  # a fresh start reads it: check it first
     converted.check_init_from(config)
   is_lead = jax.process_index() == 0
   dataset = sources.load(config.dataset, config.data_dir or None,
