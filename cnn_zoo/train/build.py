@@ -80,12 +80,17 @@ class Built:
   config: ml_collections.ConfigDict
   plan: Plan
   model: object  # the linen Module
-  summary: summary_lib.Summary
   schedule: optax.Schedule
   tx: optax.GradientTransformation
   mesh: jax.sharding.Mesh
   abstract_state: state_lib.TrainState  # shapes and dtypes only
   state_sharding: object  # a pytree of NamedSharding, like the state
+
+  @functools.cached_property
+  def summary(self) -> summary_lib.Summary:
+    """Parameters and MACs, counted by tracing the model once: only for those who report them
+    (training, the benchmark), not for a run reloaded to predict."""
+    return summary_lib.summarize(self.model, self.plan.input_shape)
 
   @property
   def replicated(self):
@@ -146,8 +151,8 @@ def build(config, plan: Plan, mesh=None, shard_params: bool | None = None) -> Bu
   abstract = jax.eval_shape(
       functools.partial(state_lib.create, module, tx, plan.input_shape, config.seed))
   shard = config.shard_params if shard_params is None else shard_params
-  return Built(config, plan, module, summary_lib.summarize(module, plan.input_shape), lr_schedule,
-               tx, mesh, abstract, parallel.state_shardings(abstract, mesh, shard))
+  return Built(config, plan, module, lr_schedule, tx, mesh, abstract,
+               parallel.state_shardings(abstract, mesh, shard))
 
 
 def fixed_plan(config, num_classes: int, total_steps: int = 1, steps_per_epoch: int = 1) -> Plan:
