@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
+from cnn_zoo.models import remat as remat_lib
 
 
 class DenseLayer(nn.Module):
@@ -51,6 +52,7 @@ class DenseNet(nn.Module):
   stem: str = 'imagenet'
   weight_init: str = 'paper'  # see cnn_zoo.models.initializers
   conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
+  remat: str = 'none'  # what the dense layers keep for the backward pass: see cnn_zoo.models.remat
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -68,7 +70,7 @@ class DenseNet(nn.Module):
       raise ValueError(f"unknown stem {self.stem!r}; valid choices: 'imagenet', 'cifar'")
     for i, size in enumerate(self.block_sizes):
       for _ in range(size):
-        x = DenseLayer(self.growth_rate, self.bn_size, dtype=self.dtype,
+        x = remat_lib.block(DenseLayer, self.remat)(self.growth_rate, self.bn_size, dtype=self.dtype,
                        weight_init=self.weight_init, conv_impl=self.conv_impl)(x, train)
       if i < len(self.block_sizes) - 1:
         features = int(x.shape[-1] * self.compression)

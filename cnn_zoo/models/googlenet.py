@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
+from cnn_zoo.models import remat as remat_lib
 
 # Inception blocks: (1x1, 3x3 reduce, 3x3, '5x5' reduce, '5x5', pool projection) widths.
 INCEPTION = {
@@ -103,13 +104,15 @@ class GoogLeNet(nn.Module):
   dropout_rate: float = 0.2
   weight_init: str = 'paper'  # see cnn_zoo.models.initializers
   conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
+  remat: str = 'none'  # what the blocks keep for the backward pass: see cnn_zoo.models.remat
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv = functools.partial(BasicConv, dtype=self.dtype, weight_init=self.weight_init,
                              conv_impl=self.conv_impl)
-    inception = lambda name: Inception(INCEPTION[name], dtype=self.dtype,
-                                       weight_init=self.weight_init, conv_impl=self.conv_impl,
+    inception_block = remat_lib.block(Inception, self.remat)
+    inception = lambda name: inception_block(INCEPTION[name], dtype=self.dtype,
+                                             weight_init=self.weight_init, conv_impl=self.conv_impl,
                                        name=f'inception{name}')
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':

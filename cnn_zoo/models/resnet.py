@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
+from cnn_zoo.models import remat as remat_lib
 
 
 class ResidualBlock(nn.Module):
@@ -102,10 +103,12 @@ class ResNet(nn.Module):
   weight_init: str = 'paper'  # see cnn_zoo.models.initializers
   zero_init_last_bn: bool = False  # torchvision's zero_init_residual
   conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
+  remat: str = 'none'  # what the blocks keep for the backward pass: see cnn_zoo.models.remat
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     init = initializers.rule('resnet', self.weight_init)
+    block = remat_lib.block(self.block, self.remat)
     conv = functools.partial(conv_lib.conv_module(self.conv_impl), self.widths[0], use_bias=False,
                              dtype=self.dtype, kernel_init=init.conv_kernel)
     x = x.astype(self.dtype)
@@ -122,7 +125,7 @@ class ResNet(nn.Module):
     for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(size):
         stride = 2 if i > 0 and j == 0 else 1
-        x = self.block(width, stride=stride, shortcut=self.shortcut, dtype=self.dtype,
+        x = block(width, stride=stride, shortcut=self.shortcut, dtype=self.dtype,
                        weight_init=self.weight_init,
                        zero_init_last_bn=self.zero_init_last_bn,
                        conv_impl=self.conv_impl)(x, train)

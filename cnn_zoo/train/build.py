@@ -135,10 +135,11 @@ class Built:
 
 def model(config, num_classes: int):
   """The config's model for `num_classes` classes, computing its convolutions with
-  config.conv_impl wherever it is applied."""
+  config.conv_impl and keeping what config.remat says for the backward pass."""
+  remat = {'remat': config.remat} if config.remat != 'none' else {}  # only families with blocks
   return models.get(config.model, num_classes=num_classes, dtype=config.dtype,
                     weight_init=config.weight_init, conv_impl=config.conv_impl,
-                    **config.model_kwargs.to_dict())
+                    **remat, **config.model_kwargs.to_dict())
 
 
 def build(config, plan: Plan, mesh=None, shard_params: bool | None = None) -> Built:

@@ -16,7 +16,7 @@ import numpy as np
 from cnn_zoo import errors
 from cnn_zoo import models
 from cnn_zoo.data import inputs, preprocess, sources
-from cnn_zoo.models import conv, registry
+from cnn_zoo.models import conv, registry, remat
 from cnn_zoo.train import optim
 
 DTYPES = ('float32', 'bfloat16')
@@ -74,6 +74,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.dtype = 'float32'  # activations; parameters, optimizer state and BN statistics stay float32
   c.nonfinite = 'stop'  # stop at a NaN/Inf loss or gradient, or skip such steps (counted)
   c.conv_impl = 'auto'  # auto: im2col on CPU, XLA's native convolution elsewhere
+  c.remat = 'none'  # none | blocks | dots: what blocks keep for the backward pass (models.remat)
   c.shard_params = False  # FSDP-style: split large parameters and optimizer state over devices
   # Outputs.
   c.log_every_steps = 50
@@ -134,7 +135,7 @@ def _check_model_kwargs(config):
   module = models.get(config.model)
   taken = sorted(f.name for f in dataclasses.fields(module)
                  if f.init and f.name not in ('parent', 'name', 'num_classes', 'dtype',
-                                              'weight_init', 'conv_impl'))
+                                              'weight_init', 'conv_impl', 'remat'))
   unknown = sorted(set(config.model_kwargs.keys()) - set(taken))
   if unknown:
     raise errors.ConfigError(f'config.model_kwargs {", ".join(unknown)} is not an argument of model '
@@ -175,6 +176,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, 'dtype', DTYPES)
   _choice(config, 'nonfinite', NONFINITE)
   _choice(config, 'conv_impl', conv.CONV_IMPLS)
+  _choice(config, 'remat', remat.REMAT_POLICIES)
+  family = models.spec(config.model).family
+  if config.remat != 'none' and family not in remat.FAMILIES_WITH_BLOCKS:
+    raise errors.ConfigError(
+        f'config.remat={config.remat!r}: model {config.model!r} ({family}) has no blocks to '
+        f'rematerialise; families with blocks: {", ".join(remat.FAMILIES_WITH_BLOCKS)}')
   for field in ('batch_size', 'learning_rate', 'log_every_steps', 'keep_checkpoints', 'adam_eps'):
     _at_least(config, field, 0, strict=True, high=MAX_INT)
   for field in ('num_epochs', 'eval_batch_size', 'momentum', 'weight_decay', 'grad_clip_norm',
