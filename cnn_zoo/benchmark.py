@@ -18,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_zoo import models, parallel
-from cnn_zoo.models import conv
-from cnn_zoo.train import build as build_lib
+from cnn_zoo.train import autoconv, build as build_lib
 from cnn_zoo.train import config as config_lib
 
 
@@ -82,7 +81,10 @@ def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'floa
   config.model, config.dtype, config.conv_impl = name, dtype, conv_impl
   config.batch_size, config.eval_batch_size = batch_size, infer_batch_size
   config.schedule, config.learning_rate, config.weight_decay = 'constant', 0.01, 5e-4
-  built = build_lib.build(config, build_lib.fixed_plan(config, models.spec(name).num_classes))
+  plan = build_lib.fixed_plan(config, models.spec(name).num_classes)
+  # 'auto' as a run resolves it: measured on this machine once, then read from the cache.
+  choice = autoconv.choose(config, plan)
+  built = build_lib.build(config, plan, conv_impls=choice.impls)
   shape, counts, sharded = built.plan.input_shape, built.summary, built.batch_sharding
   state = built.init()
   rng = np.random.default_rng(0)
@@ -116,7 +118,8 @@ def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'floa
   train_s, eval_s = statistics.median(train_times), statistics.median(eval_times)
   return {
       'params': counts.params, 'fwd_macs': counts.macs, 'batch_size': batch_size,
-      'dtype': dtype, 'conv_impl': conv.resolve(conv_impl),
+      'dtype': dtype, 'conv_impl': conv_impl, 'conv_impl_train': built.conv_impls[0],
+      'conv_impl_eval': built.conv_impls[1],
       'compile_s': compile_s, 'train_step_s': train_s, 'train_img_s': batch_size / train_s,
       'train_steps_timed': len(train_times), 'infer_batch_size': infer_batch_size,
       'infer_img_s': infer_batch_size / eval_s,

@@ -11,6 +11,7 @@ import json
 from absl import app, flags
 
 from cnn_zoo import benchmark, cli, outputs
+from cnn_zoo.models import conv
 
 _MODELS = flags.DEFINE_list('models', ['lenet5', 'resnet20'], 'Registered model names.')
 _BATCH = flags.DEFINE_integer('batch_size', None, 'Batch size (default: 128 for 32x32 models, '
@@ -18,8 +19,9 @@ _BATCH = flags.DEFINE_integer('batch_size', None, 'Batch size (default: 128 for 
 _INFER_BATCH = flags.DEFINE_integer('infer_batch_size', None, 'Batch size of the eval step '
                                     '(default: --batch_size).')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Activation dtype.')
-_CONV = flags.DEFINE_enum('conv_impl', 'auto', ['auto', 'xla', 'im2col'], 'Convolution '
-                          'implementation (auto: im2col on CPU).')
+_CONV = flags.DEFINE_enum('conv_impl', 'auto', list(conv.CONV_IMPLS), 'Convolution '
+                          'implementation (auto: the faster on this CPU for each step, measured '
+                          'once and cached; XLA\'s on GPU and TPU).')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps at least (after warm-up).')
 _JSON = flags.DEFINE_string('json', None, 'Write the results to this JSON file.')
 _PEAK = flags.DEFINE_bool('peak', True, 'Also measure the float32 matmul rate.')
@@ -53,8 +55,9 @@ def _run():
       r = benchmark.benchmark_model(name, _BATCH.value, _DTYPE.value, _CONV.value, _STEPS.value,
                                     infer_batch_size=_INFER_BATCH.value)
       print(f'{name}: {r["params"]:,} params, batch {r["batch_size"]}, compile '
-            f'{r["compile_s"]:.1f}s, train {r["train_img_s"]:.1f} img/s, infer '
-            f'{r["infer_img_s"]:.1f} img/s, {r["gflop_s"]:.1f} GFLOP/s, train step memory '
+            f'{r["compile_s"]:.1f}s, train {r["train_img_s"]:.1f} img/s ({r["conv_impl_train"]}), '
+            f'infer {r["infer_img_s"]:.1f} img/s ({r["conv_impl_eval"]}), '
+            f'{r["gflop_s"]:.1f} GFLOP/s, train step memory '
             f'{r["train_step_memory_mb"]:.0f} MiB, peak RSS '
             f'{r["peak_rss_mb"]:.0f} MB', flush=True)
     results[name] = r

@@ -12,6 +12,20 @@ import pytest  # noqa: E402
 from configs import default as default_config  # noqa: E402
 
 
+@pytest.fixture(scope='session', autouse=True)
+def conv_impl_cache(tmp_path_factory):
+  """conv_impl='auto' measures into a cache of this session's own: a test never reads the user's
+  ~/.cache, and each model and batch shape the suite trains is measured once, not per test."""
+  directory = str(tmp_path_factory.mktemp('cnn_zoo_cache'))
+  previous = os.environ.get('CNN_ZOO_CACHE_DIR')
+  os.environ['CNN_ZOO_CACHE_DIR'] = directory  # subprocesses (the launchers' tests) inherit it
+  yield directory
+  if previous is None:
+    os.environ.pop('CNN_ZOO_CACHE_DIR', None)
+  else:
+    os.environ['CNN_ZOO_CACHE_DIR'] = previous
+
+
 @pytest.fixture(scope='session')
 def digits_dir(tmp_path_factory):
   """A TFDS data_dir holding the embedded `digits`, prepared once per test session."""

@@ -6,9 +6,16 @@ a batch-minor layout, XLA fuses (and so recomputes) the whole elementwise chain 
 into that strided transpose, and convolutions on tiny feature maps (VGG's 2x2) fall off its fast
 path. `im2col_conv` computes the same convolution as one matrix multiply over the stacked shifted
 windows, so that forward and both gradients are plain GEMMs. GPU and TPU keep XLA's native
-convolution (`conv_impl='auto'`). The choice is part of the model (`models.get(name,
-conv_impl=...)`; runs take config.conv_impl), so `module.apply` anywhere computes what training
-computes.
+convolution. The choice is part of the model (`models.get(name, conv_impl=...)`; runs take
+config.conv_impl), so `module.apply` anywhere computes what training computes.
+
+`im2col_bf16` is im2col with its three GEMMs (forward, input and weight gradients) in bfloat16 with
+float32 accumulation, for CPUs whose bfloat16 units (AVX-512-BF16, AMX) multiply several times
+faster than float32; activations, parameters and the optimizer stay float32.
+
+A model built with 'auto' computes with `resolve('auto')`: im2col on CPU, XLA elsewhere. Runs and
+the benchmark instead measure which is faster on the machine at hand (`cnn_zoo.train.autoconv`)
+and build with the concrete choice.
 """
 
 import functools
@@ -18,13 +25,42 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-CONV_IMPLS = ('auto', 'xla', 'im2col')
+CONV_IMPLS = ('auto', 'xla', 'im2col', 'im2col_bf16')
+CONCRETE_IMPLS = ('xla', 'im2col', 'im2col_bf16')  # what 'auto' can become
+
+
+@jax.custom_vjp
+def bf16_matmul(a, b):
+  """a @ b with bfloat16 operands and float32 accumulation, its gradients likewise: without the
+  custom rule, JAX's transposes would multiply the float32 cotangent by a bfloat16 operand, which
+  XLA does in float32."""
+  return jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                 preferred_element_type=jnp.float32)
+
+
+def _bf16_matmul_fwd(a, b):
+  a16, b16 = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+  # The zero-size arrays carry the operands' dtypes (residuals must be arrays).
+  tags = (jnp.zeros((0,), a.dtype), jnp.zeros((0,), b.dtype))
+  return jnp.dot(a16, b16, preferred_element_type=jnp.float32), (a16, b16, tags)
+
+
+def _bf16_matmul_bwd(res, g):
+  a16, b16, (a_tag, b_tag) = res
+  g16 = g.astype(jnp.bfloat16)
+  da = jnp.dot(g16, b16.T, preferred_element_type=jnp.float32)
+  db = jnp.dot(a16.T, g16, preferred_element_type=jnp.float32)
+  return da.astype(a_tag.dtype), db.astype(b_tag.dtype)
+
+
+bf16_matmul.defvjp(_bf16_matmul_fwd, _bf16_matmul_bwd)
 
 
 def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                 dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-                precision=None, preferred_element_type=None):
-  """`lax.conv_general_dilated` (NHWC, HWIO, as flax calls it) as im2col + one matmul.
+                precision=None, preferred_element_type=None, bf16=False):
+  """`lax.conv_general_dilated` (NHWC, HWIO, as flax calls it) as im2col + one matmul; with
+  `bf16`, a bfloat16 matmul accumulating in float32 (`bf16_matmul`).
 
   Grouped or dilated convolutions fall back to XLA's own; 'SAME' and 'VALID' become explicit pads.
   """
@@ -38,6 +74,11 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
                                     rhs_dilation, dimension_numbers, feature_group_count,
                                     batch_group_count, precision, preferred_element_type)
   kh, kw, cin, cout = rhs.shape
+  out_dtype = lhs.dtype
+  if bf16:
+    # The patches are gathered in bfloat16: half the bytes moved, and an operand XLA hands to its
+    # bfloat16 GEMM as is (a float32 operand cast inside the dot measured slower than float32).
+    lhs = lhs.astype(jnp.bfloat16)
   (sh, sw), ((pt, pb), (pl, pr)) = window_strides, padding
   x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
   n, h, w, _ = x.shape
@@ -46,12 +87,15 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
              for i in range(kh) for j in range(kw)]
   # Columns ordered (kh, kw, cin), as the HWIO kernel flattens.
   patches = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
-  y = jnp.dot(patches.reshape(n * oh * ow, kh * kw * cin), rhs.reshape(kh * kw * cin, cout),
-              precision=precision, preferred_element_type=preferred_element_type)
+  patches, kernel = patches.reshape(n * oh * ow, kh * kw * cin), rhs.reshape(kh * kw * cin, cout)
+  if bf16:
+    return bf16_matmul(patches, kernel).astype(out_dtype).reshape(n, oh, ow, cout)
+  y = jnp.dot(patches, kernel, precision=precision, preferred_element_type=preferred_element_type)
   return y.reshape(n, oh, ow, cout)
 
 
 def resolve(conv_impl: str, platform: str | None = None) -> str:
+  """The concrete implementation a model built with `conv_impl` computes with, unmeasured."""
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f'conv_impl={conv_impl!r} is not valid; valid choices: {", ".join(CONV_IMPLS)}')
   if conv_impl == 'auto':
@@ -63,6 +107,9 @@ def resolve(conv_impl: str, platform: str | None = None) -> str:
 def conv_module(conv_impl: str):
   """`nn.Conv`, computing with `conv_impl` as resolved for JAX's default backend when the layer is called. The
   layer's class, name and parameters are nn.Conv's either way."""
-  if resolve(conv_impl) == 'im2col':
+  impl = resolve(conv_impl)
+  if impl == 'im2col':
     return functools.partial(nn.Conv, conv_general_dilated=im2col_conv)
+  if impl == 'im2col_bf16':
+    return functools.partial(nn.Conv, conv_general_dilated=functools.partial(im2col_conv, bf16=True))
   return nn.Conv

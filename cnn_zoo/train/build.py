@@ -8,6 +8,10 @@ the step benchmark all build here, so what is benchmarked or reloaded is exactly
   state = built.init()                            # or a checkpoint restored onto built.abstract_state
   train_step = built.compile_train(state)         # ahead of time: another batch shape is an error
   eval_step = built.compile_eval(state)
+
+config.conv_impl='auto' is resolved before `build` by `autoconv.choose` (runs, the benchmark),
+which may pick different implementations for the train and the eval step; without that, 'auto'
+means `conv.resolve('auto')`.
 """
 
 import dataclasses
@@ -21,7 +25,7 @@ import optax
 
 from cnn_zoo import errors, models, parallel
 from cnn_zoo.data import preprocess, sources
-from cnn_zoo.models import summary as summary_lib
+from cnn_zoo.models import conv as conv_lib, summary as summary_lib
 from cnn_zoo.train import config as config_lib
 from cnn_zoo.train import optim, step as step_lib
 from cnn_zoo.train import state as state_lib
@@ -85,6 +89,13 @@ class Built:
   mesh: jax.sharding.Mesh
   abstract_state: state_lib.TrainState  # shapes and dtypes only
   state_sharding: object  # a pytree of NamedSharding, like the state
+  eval_model: object = None  # the linen Module the eval step computes with (None: `model`)
+
+  @property
+  def conv_impls(self) -> tuple[str, str]:
+    """The concrete convolution implementations of the train and the eval step."""
+    return (conv_lib.resolve(self.model.conv_impl),
+            conv_lib.resolve((self.eval_model or self.model).conv_impl))
 
   @functools.cached_property
   def summary(self) -> summary_lib.Summary:
@@ -126,26 +137,37 @@ class Built:
     return fn.lower(state, self.batch_spec(batch_size or self.plan.batch_size, False)).compile()
 
   def compile_eval(self, state, batch_size: int | None = None):
-    """The eval step (sums over a masked batch) compiled ahead of time for `batch_size`."""
-    fn = jax.jit(step_lib.eval_step, in_shardings=(self.state_sharding, self.batch_sharding),
+    """The eval step (sums over a masked batch) compiled ahead of time for `batch_size`, computing
+    with `eval_model`: it takes the train step's state, whose parameters every implementation
+    shares."""
+    eval_apply = (self.eval_model or self.model).apply
+
+    def eval_step(state, batch):
+      return step_lib.eval_step(state.replace(apply_fn=eval_apply), batch)
+
+    fn = jax.jit(eval_step, in_shardings=(self.state_sharding, self.batch_sharding),
                  out_shardings=self.replicated)
     return fn.lower(state, self.batch_spec(batch_size or self.plan.eval_batch_size,
                                            True)).compile()
 
 
-def model(config, num_classes: int):
-  """The config's model for `num_classes` classes, computing its convolutions with
-  config.conv_impl and keeping what config.remat says for the backward pass."""
+def model(config, num_classes: int, conv_impl: str | None = None):
+  """The config's model for `num_classes` classes, computing its convolutions with `conv_impl`
+  (default config.conv_impl) and keeping what config.remat says for the backward pass."""
   remat = {'remat': config.remat} if config.remat != 'none' else {}  # only families with blocks
   return models.get(config.model, num_classes=num_classes, dtype=config.dtype,
-                    weight_init=config.weight_init, conv_impl=config.conv_impl,
+                    weight_init=config.weight_init, conv_impl=conv_impl or config.conv_impl,
                     **remat, **config.model_kwargs.to_dict())
 
 
-def build(config, plan: Plan, mesh=None, shard_params: bool | None = None) -> Built:
+def build(config, plan: Plan, mesh=None, shard_params: bool | None = None,
+          conv_impls: tuple[str, str] | None = None) -> Built:
   """The model, optimizer and state shardings of `config` under `plan` (nothing compiled yet).
-  `shard_params` overrides config.shard_params (a reader restores onto replicated state)."""
-  module = model(config, plan.num_classes)
+  `shard_params` overrides config.shard_params (a reader restores onto replicated state);
+  `conv_impls` (train, eval) overrides config.conv_impl (`autoconv.choose`'s choice)."""
+  train_impl, eval_impl = conv_impls or (config.conv_impl, config.conv_impl)
+  module = model(config, plan.num_classes, train_impl)
+  eval_module = None if eval_impl == train_impl else model(config, plan.num_classes, eval_impl)
   lr_schedule = optim.schedule(config, plan.total_steps, plan.steps_per_epoch)
   tx = optim.optimizer(config, lr_schedule)
   mesh = mesh or parallel.mesh()
@@ -153,7 +175,7 @@ def build(config, plan: Plan, mesh=None, shard_params: bool | None = None) -> Bu
       functools.partial(state_lib.create, module, tx, plan.input_shape, config.seed))
   shard = config.shard_params if shard_params is None else shard_params
   return Built(config, plan, module, lr_schedule, tx, mesh, abstract,
-               parallel.state_shardings(abstract, mesh, shard))
+               parallel.state_shardings(abstract, mesh, shard), eval_module)
 
 
 def fixed_plan(config, num_classes: int, total_steps: int = 1, steps_per_epoch: int = 1) -> Plan:

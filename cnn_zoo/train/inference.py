@@ -12,6 +12,7 @@ import numpy as np
 from cnn_zoo import errors
 from cnn_zoo.data import device_pipeline, preprocess, sources
 from cnn_zoo.pretrained import imagenet
+from cnn_zoo.train import autoconv
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import checkpoint
 from cnn_zoo.train import config as config_lib
@@ -64,8 +65,11 @@ def load(workdir: str) -> TrainedRun:
                            num_classes=config.num_classes or None)
   # Shapes only: nothing is initialised or compiled just to be overwritten by the checkpoint,
   # which is restored onto this process's devices, whatever mesh saved it.
+  # The eval step's convolution as the run chose it (conv_impl.json): what its evaluation computed.
+  impl = autoconv.recorded_eval(workdir, config.conv_impl)
   built = build_lib.build(config, build_lib.fixed_plan(config, config.num_classes or
-                                                       dataset.num_classes), shard_params=False)
+                                                       dataset.num_classes), shard_params=False,
+                          conv_impls=(impl, impl))
   template = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           built.abstract_state, built.state_sharding)
   # A reader moves nothing: the run may be live, or another user's.

@@ -20,6 +20,7 @@ from cnn_zoo import errors
 from cnn_zoo import outputs
 from cnn_zoo.data import inputs as inputs_lib, sources
 from cnn_zoo.errors import NonFiniteError  # noqa: F401  (also loop.NonFiniteError)
+from cnn_zoo.train import autoconv
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import config as config_lib
 from cnn_zoo.train import converted
@@ -139,7 +140,11 @@ class StopSignals:
 def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   """The body of train_and_evaluate, once the inputs are known to be good."""
   started = time.perf_counter()  # config.time_budget_s counts from here
-  built = build_lib.build(config, plan)
+  # 'auto' measured (or read from the cache) before anything is compiled, or on resume the
+  # workdir's record of what this run began with.
+  conv_choice = autoconv.for_run(config, plan, workdir, write=is_lead,
+                                 resuming=checkpoint.exists(workdir))
+  built = build_lib.build(config, plan, conv_impls=conv_choice.impls)
   model_summary, lr_schedule = built.summary, built.schedule
   state = built.init()
   ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints, move_damaged=is_lead)
@@ -160,11 +165,12 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   compile_time = time.perf_counter() - t0 + inputs.compile_time
 
   logging.info('%s on %s: %s trainable parameters, %.4f GMACs/example; %d steps of %d '
-               '(%d per epoch) on %d %s device(s), %s input; compiled in %.1fs; starting at '
-               'step %d', config.model, dataset.name, f'{model_summary.params:,}',
-               model_summary.macs / 1e9, plan.total_steps, plan.batch_size, plan.steps_per_epoch,
-               jax.device_count(), jax.devices()[0].platform, inputs.path, compile_time,
-               start_step)
+               '(%d per epoch) on %d %s device(s), %s input; convolutions: %s train, %s eval '
+               '(%s); compiled in %.1fs; starting at step %d', config.model, dataset.name,
+               f'{model_summary.params:,}', model_summary.macs / 1e9, plan.total_steps,
+               plan.batch_size, plan.steps_per_epoch, jax.device_count(),
+               jax.devices()[0].platform, inputs.path, conv_choice.train, conv_choice.eval,
+               conv_choice.source, compile_time, start_step)
 
   batches = inputs.train(start_step, plan.total_steps)
   pending = []  # device metrics not yet fetched: no host sync on most steps
@@ -294,6 +300,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
       'complete': final_step == plan.total_steps,
       'batch_size': plan.batch_size, 'seed': config.seed, 'dtype': config.dtype,
       'input_pipeline': inputs.path,
+      'conv_impl_train': built.conv_impls[0], 'conv_impl_eval': built.conv_impls[1],
       'train_time_s': train_time, 'compile_time_s': compile_time,
       'train_images_per_s': steps_timed * plan.batch_size / train_time if train_time else None,
       'resumed_from_step': start_step, 'skipped_steps': skipped,

@@ -14,7 +14,7 @@ OPERATIONAL_FIELDS = ('data_dir', 'log_every_steps', 'keep_checkpoints', 'eval_b
                       'time_budget_s')
 # What a run writes; --overwrite removes exactly these.
 RUN_FILES = ('checkpoints', 'checkpoints.damaged', 'tensorboard', 'metrics.jsonl', 'results.json',
-             'config.json')
+             'config.json', 'conv_impl.json')
 
 WorkdirError = errors.WorkdirError  # the workdir is busy, holds a different run, or is unreadable
 
