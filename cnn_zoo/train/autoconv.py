@@ -165,18 +165,18 @@ def choose(config, plan: build_lib.Plan, measure_fn=None) -> Choice:
   if missing:
     started = time.perf_counter()
     times = (measure_fn or measure)(config, plan, missing)
+    took = time.perf_counter() - started  # compiling the candidates, mostly
     cache = _read_json(path)  # another process may have added entries meanwhile
     for kind in missing:
       seconds = times[kind]
       cache[keys[kind]] = {'choice': min(seconds, key=seconds.get), 'seconds': seconds,
-                           'date': time.strftime('%Y-%m-%d')}
+                           'measured_in_s': took, 'date': time.strftime('%Y-%m-%d')}
     try:
       _write_json(path, cache)
     except OSError as e:  # a read-only home: the choice stands, measured again next time
       logging.warning('cannot write %s (%s); the measured choice is used but not kept', path,
                       e.strerror)
-    logging.info('conv_impl=auto: measured %s in %.1fs: %s', ', '.join(missing),
-                 time.perf_counter() - started,
+    logging.info('conv_impl=auto: measured %s in %.1fs: %s', ', '.join(missing), took,
                  '; '.join(f'{kind} ' + ', '.join(f'{i} {1e3 * s:.1f} ms'
                                                   for i, s in times[kind].items())
                            for kind in missing))
