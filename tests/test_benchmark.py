@@ -20,6 +20,8 @@ def test_benchmark_model_reports_every_field():
   for key in ('compile_s', 'train_img_s', 'infer_img_s', 'gflop_s', 'peak_rss_mb'):
     assert r[key] > 0, key
   assert r['train_steps_timed'] >= 2
+  # 'auto' as measured on this machine, for each step.
+  assert r['conv_impl'] == 'auto' and {r['conv_impl_train'], r['conv_impl_eval']} <= {'xla', 'im2col'}
   assert benchmark.default_batch_size('resnet18') == 16
   assert benchmark.default_batch_size('resnet20') == 128
 
@@ -43,6 +45,14 @@ def test_launcher_writes_json(tmp_path):
   results = json.loads(out.read_text())
   assert results['lenet5']['train_img_s'] > 0
   assert results['_machine']['platform'] == 'cpu'
+  assert results['lenet5']['conv_impl_train'] in ('xla', 'im2col')
+
+
+def test_launcher_takes_every_convolution_choice():
+  proc = subprocess.run([sys.executable, '-m', 'experiments.benchmark', '--conv_impl=fft'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and 'fft' in proc.stderr
+  assert 'auto|xla|im2col|im2col_bf16' in proc.stderr
 
 
 def test_input_pipeline_compares_the_loop_with_the_bare_step(digits_dir):

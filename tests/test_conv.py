@@ -45,7 +45,9 @@ def test_grouped_convolution_falls_back_to_xla():
 def test_auto_resolves_by_platform():
   assert conv.resolve('auto', 'cpu') == 'im2col'
   assert conv.resolve('auto', 'gpu') == 'xla' and conv.resolve('auto', 'tpu') == 'xla'
-  with pytest.raises(ValueError, match="conv_impl='fft' is not valid"):
+  assert conv.resolve('im2col_bf16', 'gpu') == 'im2col_bf16'  # explicit: as asked, anywhere
+  with pytest.raises(ValueError, match="conv_impl='fft' is not valid; valid choices: auto, xla, "
+                                       "im2col, im2col_bf16"):
     conv.resolve('fft')
 
 
@@ -91,3 +93,64 @@ def test_apply_outside_the_step_computes_with_the_models_implementation():
     variables = model.init(jax.random.key(0), x)
     jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, x))
     assert ('conv_general_dilated' in jaxpr) == has_conv, impl
+
+
+def _bf16_case():
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 6))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 6, 8)) / 5
+  args = ((2, 2), ((1, 1), (1, 1)))
+  plain = lambda x, w: lax.conv_general_dilated(x, w, *args, dimension_numbers=DN)
+  bf16 = lambda x, w: conv.im2col_conv(x, w, *args, dimension_numbers=DN, bf16=True)
+  return x, w, plain, bf16
+
+
+def test_the_bfloat16_convolution_equals_float32_within_bfloat16_rounding():
+  """In value and both gradients: operands rounded to bfloat16 (8 significant bits), products
+  summed in float32."""
+  x, w, plain, bf16 = _bf16_case()
+  rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+  y = bf16(x, w)
+  assert y.dtype == jnp.float32
+  assert 1e-5 < rel(y, plain(x, w)) < 1e-2  # not exact (it is bfloat16), but close
+  dy = jax.random.normal(jax.random.key(2), y.shape)
+  loss = lambda f: lambda x, w: jnp.sum(f(x, w) * dy)
+  for g_bf16, g_plain in zip(jax.grad(loss(bf16), (0, 1))(x, w), jax.grad(loss(plain), (0, 1))(x, w)):
+    assert g_bf16.dtype == jnp.float32 and rel(g_bf16, g_plain) < 1e-2
+
+
+def test_the_bfloat16_convolution_multiplies_in_bfloat16_forward_and_backward():
+  """All three GEMMs (output, input gradient, weight gradient) take bfloat16 operands and
+  accumulate in float32."""
+  x, w, _, bf16 = _bf16_case()
+  jaxpr = jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(bf16(x, w) ** 2), (0, 1)))(x, w)
+
+  def dots(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'dot_general':
+        yield eqn
+      for value in eqn.params.values():
+        for sub in value if isinstance(value, (tuple, list)) else (value,):
+          if hasattr(sub, 'eqns') or hasattr(sub, 'jaxpr'):  # a Jaxpr or a ClosedJaxpr
+            yield from dots(getattr(sub, 'jaxpr', sub))
+
+  found = list(dots(jaxpr.jaxpr))
+  assert len(found) == 3
+  for eqn in found:
+    assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16, jnp.bfloat16], eqn
+    assert eqn.outvars[0].aval.dtype == jnp.float32
+
+
+def test_a_bfloat16_model_trains_in_float32_with_bfloat16_products():
+  """conv_impl='im2col_bf16' leaves the parameters and activations float32 and the step within
+  bfloat16 rounding of the float32 step."""
+  shape = models.input_shape('lenet5')
+  batch = {'image': jax.random.normal(jax.random.key(3), (4, *shape)),
+           'label': jnp.arange(4, dtype=jnp.int32)}
+  losses = {}
+  for impl in ('im2col', 'im2col_bf16'):
+    state = state_lib.create(models.get('lenet5', conv_impl=impl), optax.sgd(0.1), shape, seed=0)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
+    _, metrics = jax.jit(step_lib.train_step)(state, batch)
+    losses[impl] = float(metrics['loss'])
+  assert losses['im2col'] != losses['im2col_bf16']
+  np.testing.assert_allclose(losses['im2col_bf16'], losses['im2col'], rtol=1e-2)

@@ -73,7 +73,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.seed = 0
   c.dtype = 'float32'  # activations; parameters, optimizer state and BN statistics stay float32
   c.nonfinite = 'stop'  # stop at a NaN/Inf loss or gradient, or skip such steps (counted)
-  c.conv_impl = 'auto'  # auto: im2col on CPU, XLA's native convolution elsewhere
+  # auto: on CPU the faster of xla and im2col for each step, measured once per machine and cached
+  # (cnn_zoo.train.autoconv); XLA's native convolution elsewhere. im2col_bf16: bfloat16 GEMMs.
+  c.conv_impl = 'auto'
   c.remat = 'none'  # none | blocks | dots: what blocks keep for the backward pass (models.remat)
   c.shard_params = False  # FSDP-style: split large parameters and optimizer state over devices
   # Outputs.
