@@ -13,17 +13,20 @@ from configs import default as default_config  # noqa: E402
 
 
 @pytest.fixture(scope='session', autouse=True)
-def conv_impl_cache(tmp_path_factory):
-  """conv_impl='auto' measures into a cache of this session's own: a test never reads the user's
-  ~/.cache, and each model and batch shape the suite trains is measured once, not per test."""
-  directory = str(tmp_path_factory.mktemp('cnn_zoo_cache'))
-  previous = os.environ.get('CNN_ZOO_CACHE_DIR')
-  os.environ['CNN_ZOO_CACHE_DIR'] = directory  # subprocesses (the launchers' tests) inherit it
-  yield directory
-  if previous is None:
-    os.environ.pop('CNN_ZOO_CACHE_DIR', None)
-  else:
-    os.environ['CNN_ZOO_CACHE_DIR'] = previous
+def conv_impl_auto_fixed(tmp_path_factory):
+  """conv_impl='auto' keeps its fixed rule (im2col on CPU) in the suite: measuring costs four
+  extra compilations per model and batch shape, and the suite trains dozens of those
+  (tests/test_autoconv.py measures, into caches of its own). The cache points at the session's own
+  folder all the same, so that no test reads or writes the user's ~/.cache."""
+  saved = {k: os.environ.get(k) for k in ('CNN_ZOO_CONV_AUTO', 'CNN_ZOO_CACHE_DIR')}
+  os.environ['CNN_ZOO_CONV_AUTO'] = 'fixed'  # subprocesses (the launchers' tests) inherit it
+  os.environ['CNN_ZOO_CACHE_DIR'] = str(tmp_path_factory.mktemp('cnn_zoo_cache'))
+  yield
+  for key, value in saved.items():
+    if value is None:
+      os.environ.pop(key, None)
+    else:
+      os.environ[key] = value
 
 
 @pytest.fixture(scope='session')

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from cnn_zoo import errors
 from cnn_zoo.train import autoconv, build as build_lib, config as config_lib, loop
 
 
@@ -35,9 +36,11 @@ class FakeMeasure:
     return {kind: self.times[kind] for kind in kinds}
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch):
+  """A cache of the test's own, and measuring on (the suite keeps the fixed rule elsewhere)."""
   monkeypatch.setenv('CNN_ZOO_CACHE_DIR', str(tmp_path / 'cache'))
+  monkeypatch.setenv('CNN_ZOO_CONV_AUTO', 'measure')
   return tmp_path / 'cache'
 
 
@@ -61,7 +64,8 @@ def test_the_second_call_reads_the_cache_without_measuring(cache_dir):
   assert again == autoconv.Choice(first.train, first.eval, 'cache')
   entries = json.loads((cache_dir / 'conv_impl.json').read_text())
   key = json.loads(next(iter(entries)))
-  assert key['model'] == 'lenet5' and key['batch_size'] == 8 and key['machine'] == autoconv.machine()
+  assert key['model'] == 'lenet5' and key['batch_size'] == 8
+  assert key['machine'] == autoconv.machine()
   # Another model, batch size or remat is another key: measured again.
   autoconv.choose(_config(batch=32), _plan(_config(batch=32)), fake)
   assert len(fake.calls) == 2
@@ -93,6 +97,18 @@ def test_explicit_choices_and_accelerators_never_measure(cache_dir, monkeypatch)
   config = _config()
   assert autoconv.choose(config, _plan(config), refuse).impls == ('xla', 'xla')
   assert not cache_dir.exists()
+
+
+def test_fixed_keeps_the_rule_without_measuring_and_a_bad_mode_is_named(monkeypatch):
+  def refuse(*args):
+    raise AssertionError('measured')
+  config = _config()
+  monkeypatch.setenv('CNN_ZOO_CONV_AUTO', 'fixed')
+  assert autoconv.choose(config, _plan(config), refuse).impls == ('im2col', 'im2col')
+  monkeypatch.setenv('CNN_ZOO_CONV_AUTO', 'always')
+  with pytest.raises(errors.ConfigError, match="CNN_ZOO_CONV_AUTO='always' is not valid; valid "
+                                               "choices: measure, fixed"):
+    autoconv.choose(config, _plan(config), refuse)
 
 
 def test_the_measurement_times_both_candidates_for_each_step(cache_dir):

@@ -21,7 +21,8 @@ def test_benchmark_model_reports_every_field():
     assert r[key] > 0, key
   assert r['train_steps_timed'] >= 2
   # 'auto' as measured on this machine, for each step.
-  assert r['conv_impl'] == 'auto' and {r['conv_impl_train'], r['conv_impl_eval']} <= {'xla', 'im2col'}
+  assert r['conv_impl'] == 'auto'
+  assert {r['conv_impl_train'], r['conv_impl_eval']} <= {'xla', 'im2col'}
   assert benchmark.default_batch_size('resnet18') == 16
   assert benchmark.default_batch_size('resnet20') == 128
 

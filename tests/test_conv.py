@@ -114,7 +114,8 @@ def test_the_bfloat16_convolution_equals_float32_within_bfloat16_rounding():
   assert 1e-5 < rel(y, plain(x, w)) < 1e-2  # not exact (it is bfloat16), but close
   dy = jax.random.normal(jax.random.key(2), y.shape)
   loss = lambda f: lambda x, w: jnp.sum(f(x, w) * dy)
-  for g_bf16, g_plain in zip(jax.grad(loss(bf16), (0, 1))(x, w), jax.grad(loss(plain), (0, 1))(x, w)):
+  grads = zip(jax.grad(loss(bf16), (0, 1))(x, w), jax.grad(loss(plain), (0, 1))(x, w))
+  for g_bf16, g_plain in grads:
     assert g_bf16.dtype == jnp.float32 and rel(g_bf16, g_plain) < 1e-2
 
 

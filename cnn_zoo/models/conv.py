@@ -111,5 +111,6 @@ def conv_module(conv_impl: str):
   if impl == 'im2col':
     return functools.partial(nn.Conv, conv_general_dilated=im2col_conv)
   if impl == 'im2col_bf16':
-    return functools.partial(nn.Conv, conv_general_dilated=functools.partial(im2col_conv, bf16=True))
+    return functools.partial(nn.Conv,
+                             conv_general_dilated=functools.partial(im2col_conv, bf16=True))
   return nn.Conv

@@ -5,7 +5,8 @@ mode does).
 Which wins depends on the model and the CPU (one 2-core machine: ResNet-20 trains faster with XLA's
 convolution, VGG-11-BN five times faster with im2col), so a fixed rule loses somewhere. GPUs and
 TPUs keep XLA's convolution without measuring; explicit choices are never measured, and
-'im2col_bf16', which changes results, is only ever an explicit choice.
+'im2col_bf16', which changes results, is only ever an explicit choice. CNN_ZOO_CONV_AUTO=fixed
+keeps the fixed rule instead (`mode`).
 
 Only runs (`loop`) and the step benchmark call `choose`; a model built elsewhere with 'auto'
 computes with `conv.resolve('auto')`. The cache is one JSON file,
@@ -26,10 +27,12 @@ import jax
 import jaxlib
 import numpy as np
 
+from cnn_zoo import errors
 from cnn_zoo.models import conv
 from cnn_zoo.train import build as build_lib
 
 CANDIDATES = ('xla', 'im2col')
+MODES = ('measure', 'fixed')
 KINDS = ('train', 'eval')
 WARMUP, ROUNDS = 2, 3  # steps per candidate before timing; timed steps, alternating candidates
 CACHE_FILE = 'conv_impl.json'
@@ -65,6 +68,16 @@ def machine() -> str:
   except OSError:
     name = platform.processor() or platform.machine()
   return f'{name} [{" ".join(f for f in _FLAGS if f in flags)}] x{os.cpu_count()}'
+
+
+def mode() -> str:
+  """$CNN_ZOO_CONV_AUTO: 'measure' (the default) or 'fixed' ('auto' keeps `conv.resolve`'s rule
+  without measuring: the test suite, or results that must not depend on the machine's timing)."""
+  value = os.environ.get('CNN_ZOO_CONV_AUTO') or 'measure'
+  if value not in MODES:
+    raise errors.ConfigError(f'CNN_ZOO_CONV_AUTO={value!r} is not valid; valid choices: '
+                             f'{", ".join(MODES)}')
+  return value
 
 
 def cache_path() -> str:
@@ -147,13 +160,14 @@ def measure(config, plan: build_lib.Plan, kinds) -> dict:
 
 def choose(config, plan: build_lib.Plan, measure_fn=None) -> Choice:
   """The implementations for config's train and eval steps under `plan`: config.conv_impl if
-  explicit, XLA's on GPU and TPU, else the cached or (once) measured faster one on this CPU.
+  explicit, XLA's on GPU and TPU (the fixed rule with CNN_ZOO_CONV_AUTO=fixed), else the cached or
+  (once) measured faster one on this CPU.
   `measure_fn` replaces `measure` (tests)."""
   impl = config.conv_impl
   if impl != 'auto':
     conv.resolve(impl)  # a ValueError naming the valid choices
     return Choice(impl, impl, 'config')
-  if jax.default_backend() != 'cpu' or jax.process_count() > 1:
+  if mode() == 'fixed' or jax.default_backend() != 'cpu' or jax.process_count() > 1:
     # Several processes would each measure and might disagree: they keep the fixed rule.
     static = conv.resolve('auto')
     return Choice(static, static, 'platform')
