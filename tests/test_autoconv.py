@@ -178,3 +178,13 @@ def test_a_run_from_before_the_record_resumes_with_the_fixed_rule(smoke_config, 
   os.remove(os.path.join(cut, 'conv_impl.json'))  # as a run of the version before it wrote one
   resumed = loop.train_and_evaluate(smoke_config, cut)
   assert (resumed['conv_impl_train'], resumed['conv_impl_eval']) == ('im2col', 'im2col')
+
+
+def test_a_reader_reloads_a_run_with_its_recorded_eval_implementation(tmp_path):
+  assert autoconv.recorded_eval(str(tmp_path), 'auto') == 'auto'  # no record: the fixed rule
+  (tmp_path / 'conv_impl.json').write_text(json.dumps(
+      {'conv_impl': 'auto', 'conv_impl_train': 'im2col', 'conv_impl_eval': 'xla'}))
+  assert autoconv.recorded_eval(str(tmp_path), 'auto') == 'xla'
+  assert autoconv.recorded_eval(str(tmp_path), 'im2col') == 'im2col'  # explicit: as configured
+  (tmp_path / 'conv_impl.json').write_text('[')
+  assert autoconv.recorded_eval(str(tmp_path), 'auto') == 'auto'
