@@ -13,14 +13,60 @@ import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
+from jax import lax
 import jax.numpy as jnp
 
 from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
 from cnn_zoo.models import remat as remat_lib
 
+# A block's features are kept as the list of the pieces it concatenates (its input, then each
+# layer's `growth_rate` new channels), never as a growing concatenation: the concatenation a layer
+# reads is built inside the layer and, with remat, not kept for the backward pass, so a block's
+# memory grows linearly with its layers (Pleiss et al. 2017, "Memory-efficient implementation of
+# DenseNets"), not quadratically. In train mode a piece's batch statistics are computed once, when
+# it is made, and shared by every BatchNorm that reads it: they are the statistics of the same
+# channels over the same batch.
+
+
+def moments(x):
+  """Per-channel batch mean and (biased) variance of NHWC `x`, computed as flax's BatchNorm
+  computes them (float32 at least; E[x^2] - E[x]^2, clipped at 0)."""
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean, mean_of_squares = x.mean((0, 1, 2)), lax.square(x).mean((0, 1, 2))
+  return mean, jnp.maximum(0.0, mean_of_squares - lax.square(mean))
+
+
+class SharedStatsBatchNorm(nn.Module):
+  """BatchNorm + ReLU of the concatenated `pieces`, given the pieces' batch `piece_moments` in
+  train mode instead of computing them again. Its variables, their names and its numbers are
+  nn.BatchNorm's (norm.py's momentum and epsilon) over the concatenated channels."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, pieces, piece_moments, train: bool):
+    x = jnp.concatenate(pieces, axis=-1)
+    channels = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (channels,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (channels,), jnp.float32)
+    running_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros(channels, jnp.float32))
+    running_var = self.variable('batch_stats', 'var', lambda: jnp.ones(channels, jnp.float32))
+    if train:
+      mean = jnp.concatenate([m for m, _ in piece_moments])
+      var = jnp.concatenate([v for _, v in piece_moments])
+      if not self.is_initializing():
+        running_mean.value = norm.MOMENTUM * running_mean.value + (1 - norm.MOMENTUM) * mean
+        running_var.value = norm.MOMENTUM * running_var.value + (1 - norm.MOMENTUM) * var
+    else:
+      mean, var = running_mean.value, running_var.value
+    y = (x - mean) * (lax.rsqrt(var + norm.EPSILON) * scale) + bias
+    return nn.relu(y.astype(self.dtype))
+
 
 class DenseLayer(nn.Module):
-  """BN - ReLU - 1x1 conv (bn_size * growth) - BN - ReLU - 3x3 conv (growth), concatenated to x."""
+  """BN - ReLU - 1x1 conv (bn_size * growth) - BN - ReLU - 3x3 conv (growth) over the
+  concatenation of a block's pieces; returns the `growth_rate` new channels. Called as
+  `layer((pieces, piece_moments), train)`."""
   growth_rate: int
   bn_size: int = 4
   dtype: Any = jnp.float32
@@ -28,14 +74,15 @@ class DenseLayer(nn.Module):
   conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    bn = functools.partial(norm.batch_norm, train, self.dtype)
+  def __call__(self, features, train: bool = False):
+    pieces, piece_moments = features
     conv = functools.partial(
         conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
         kernel_init=initializers.rule('densenet', self.weight_init).conv_kernel)
-    y = conv(self.bn_size * self.growth_rate, (1, 1))(nn.relu(bn()(x)))
-    y = conv(self.growth_rate, (3, 3), padding=((1, 1), (1, 1)))(nn.relu(bn()(y)))
-    return jnp.concatenate([x, y], axis=-1)
+    x = SharedStatsBatchNorm(self.dtype, name='BatchNorm_0')(pieces, piece_moments, train)
+    y = conv(self.bn_size * self.growth_rate, (1, 1), name='Conv_0')(x)
+    y = nn.relu(norm.batch_norm(train, self.dtype, name='BatchNorm_1')(y))
+    return conv(self.growth_rate, (3, 3), padding=((1, 1), (1, 1)), name='Conv_1')(y)
 
 
 class DenseNet(nn.Module):
@@ -56,27 +103,35 @@ class DenseNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = functools.partial(norm.batch_norm, train, self.dtype)
     init = initializers.rule('densenet', self.weight_init)
     conv = functools.partial(conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
                              kernel_init=init.conv_kernel)
+    layer = remat_lib.block(DenseLayer, self.remat)
+    # BatchNorms are named as nn.BatchNorm's would be numbered here: 'BatchNorm_0' is the
+    # ImageNet stem's, then one per transition and the last.
+    bn_names = (f'BatchNorm_{i}' for i in range(len(self.block_sizes) + 1))
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
       x = conv(self.init_features, (7, 7), strides=2, padding=((3, 3), (3, 3)))(x)
-      x = pooling.max_pool(nn.relu(bn()(x)), 3, 2, 1)
+      x = norm.batch_norm(train, self.dtype, name=next(bn_names))(x)
+      x = pooling.max_pool(nn.relu(x), 3, 2, 1)
     elif self.stem == 'cifar':
       x = conv(self.init_features, (3, 3), padding=((1, 1), (1, 1)))(x)
     else:
       raise ValueError(f"unknown stem {self.stem!r}; valid choices: 'imagenet', 'cifar'")
+    piece_moments = moments if train else lambda piece: None
     for i, size in enumerate(self.block_sizes):
+      pieces, stats = [x], [piece_moments(x)]
       for _ in range(size):
-        x = remat_lib.block(DenseLayer, self.remat)(self.growth_rate, self.bn_size, dtype=self.dtype,
-                       weight_init=self.weight_init, conv_impl=self.conv_impl)(x, train)
+        y = layer(self.growth_rate, self.bn_size, dtype=self.dtype, weight_init=self.weight_init,
+                  conv_impl=self.conv_impl)((tuple(pieces), tuple(stats)), train)
+        pieces.append(y)
+        stats.append(piece_moments(y))
+      x = SharedStatsBatchNorm(self.dtype, name=next(bn_names))(pieces, stats, train)
       if i < len(self.block_sizes) - 1:
-        features = int(x.shape[-1] * self.compression)
-        x = conv(features, (1, 1))(nn.relu(bn()(x)))
+        x = conv(int(x.shape[-1] * self.compression), (1, 1))(x)
         x = pooling.avg_pool(x, 2, 2)
-    x = pooling.global_avg_pool(nn.relu(bn()(x)))
+    x = pooling.global_avg_pool(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
 
 

@@ -25,7 +25,7 @@ import optax
 
 from cnn_zoo import errors, models, parallel
 from cnn_zoo.data import preprocess, sources
-from cnn_zoo.models import conv as conv_lib, summary as summary_lib
+from cnn_zoo.models import conv as conv_lib, remat as remat_lib, summary as summary_lib
 from cnn_zoo.train import config as config_lib
 from cnn_zoo.train import optim, step as step_lib
 from cnn_zoo.train import state as state_lib
@@ -134,7 +134,8 @@ class Built:
                                    skip_nonfinite=c.nonfinite == 'skip'),
                  in_shardings=(self.state_sharding, self.batch_sharding),
                  out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
-    return fn.lower(state, self.batch_spec(batch_size or self.plan.batch_size, False)).compile()
+    return fn.lower(state, self.batch_spec(batch_size or self.plan.batch_size, False)).compile(
+        compiler_options=remat_lib.compiler_options(c.remat))
 
   def compile_eval(self, state, batch_size: int | None = None):
     """The eval step (sums over a masked batch) compiled ahead of time for `batch_size`, computing
