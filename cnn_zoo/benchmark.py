@@ -3,13 +3,20 @@
 Every number comes from timing the compiled step on random data of the model's input shape on
 whatever devices JAX sees; nothing is estimated except GFLOP/s, which counts training as three
 forward passes (forward, input gradient, weight gradient), as is usual.
+
+Host memory per model: `in_child` runs one model in a fresh Python process and reads that
+process's peak resident memory from the kernel (`os.wait4`), so no model inherits another's
+high-water mark; `max_batch` finds the largest batch whose train step fits a memory budget.
 """
 
 import json
 import os
 import platform
 import resource
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -17,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_zoo import models, parallel
+from cnn_zoo import errors, models, parallel
 from cnn_zoo.models import conv
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import config as config_lib
@@ -68,32 +75,50 @@ def matmul_peak_gflop_s(n: int = 2048, steps: int = 10) -> float:
   return 2 * n ** 3 / statistics.median(_timed(lambda: matmul(a), steps, 1.0)) / 1e9
 
 
-def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'float32',
-                    conv_impl: str = 'auto', steps: int = 10, warmup: int = 3,
-                    min_seconds: float = 3.0, infer_batch_size: int | None = None) -> dict:
-  """Compile time, train and eval images/s (medians over >= `steps` timed steps) of one model."""
+def step_config(name: str, batch_size: int | None = None, dtype: str = 'float32',
+                conv_impl: str = 'auto', remat: str = 'none',
+                infer_batch_size: int | None = None):
+  """The config whose step the benchmark times, validated: a wrong model, dtype, conv_impl or
+  remat is a one-line ConfigError before anything compiles."""
   batch_size = batch_size or default_batch_size(name)
-  infer_batch_size = infer_batch_size or batch_size
   parallel.check_batch_size(batch_size)
-  parallel.check_batch_size(infer_batch_size, 'infer_batch_size')
+  parallel.check_batch_size(infer_batch_size or batch_size, 'infer_batch_size')
   # The step that trains: built as a run builds it, with SGD, momentum 0.9 and weight decay 5e-4
   # at a constant 0.01, as the PyTorch reference.
   config = config_lib.defaults()
-  config.model, config.dtype, config.conv_impl = name, dtype, conv_impl
-  config.batch_size, config.eval_batch_size = batch_size, infer_batch_size
+  config.model, config.dtype, config.conv_impl, config.remat = name, dtype, conv_impl, remat
+  config.batch_size, config.eval_batch_size = batch_size, infer_batch_size or batch_size
   config.schedule, config.learning_rate, config.weight_decay = 'constant', 0.01, 5e-4
-  built = build_lib.build(config, build_lib.fixed_plan(config, models.spec(name).num_classes))
-  shape, counts, sharded = built.plan.input_shape, built.summary, built.batch_sharding
+  config_lib.validate(config)
+  return config
+
+
+def _random_batch(built, batch_size: int, with_mask: bool, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  batch = {'image': rng.standard_normal((batch_size, *built.plan.input_shape), np.float32),
+           'label': rng.integers(0, built.plan.num_classes, batch_size).astype(np.int32)}
+  if with_mask:
+    batch['mask'] = np.ones(batch_size, np.float32)
+  return jax.device_put(batch, built.batch_sharding)
+
+
+def _build(config):
+  num_classes = models.spec(config.model).num_classes
+  return build_lib.build(config, build_lib.fixed_plan(config, num_classes))
+
+
+def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'float32',
+                    conv_impl: str = 'auto', steps: int = 10, warmup: int = 3,
+                    min_seconds: float = 3.0, infer_batch_size: int | None = None,
+                    remat: str = 'none') -> dict:
+  """Compile time, train and eval images/s (medians over >= `steps` timed steps) of one model."""
+  config = step_config(name, batch_size, dtype, conv_impl, remat, infer_batch_size)
+  batch_size, infer_batch_size = config.batch_size, config.eval_batch_size
+  built = _build(config)
+  counts = built.summary
   state = built.init()
-  rng = np.random.default_rng(0)
-  spec = models.spec(name)
-  train_batch = jax.device_put({
-      'image': rng.standard_normal((batch_size, *shape), np.float32),
-      'label': rng.integers(0, spec.num_classes, batch_size).astype(np.int32)}, sharded)
-  eval_batch = jax.device_put({
-      'image': rng.standard_normal((infer_batch_size, *shape), np.float32),
-      'label': rng.integers(0, spec.num_classes, infer_batch_size).astype(np.int32),
-      'mask': np.ones(infer_batch_size, np.float32)}, sharded)
+  train_batch = _random_batch(built, batch_size, False)
+  eval_batch = _random_batch(built, infer_batch_size, True)
 
   start = time.perf_counter()
   train_step = built.compile_train(state)
@@ -116,14 +141,170 @@ def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'floa
   train_s, eval_s = statistics.median(train_times), statistics.median(eval_times)
   return {
       'params': counts.params, 'fwd_macs': counts.macs, 'batch_size': batch_size,
-      'dtype': dtype, 'conv_impl': conv.resolve(conv_impl),
+      'dtype': dtype, 'conv_impl': conv.resolve(conv_impl), 'remat': remat,
       'compile_s': compile_s, 'train_step_s': train_s, 'train_img_s': batch_size / train_s,
       'train_steps_timed': len(train_times), 'infer_batch_size': infer_batch_size,
       'infer_img_s': infer_batch_size / eval_s,
       'gflop_s': 3 * 2 * counts.macs * batch_size / train_s / 1e9,
+      # This process's high-water mark, whatever ran in it before: per model only in a child of
+      # its own (in_child's peak_mem_bytes).
       'peak_rss_mb': peak_rss_mb(), 'train_step_memory_mb': step_memory_mb(train_step),
       'device_peak_mb': device_peak_mb(),  # cumulative over the process's models
   }
+
+
+def train_step_peak(name: str, batch_size: int, dtype: str = 'float32', conv_impl: str = 'auto',
+                    remat: str = 'none', steps: int = 2) -> dict:
+  """Runs `steps` real train steps of one model at `batch_size` (run it `in_child` to read the
+  peak memory that took): the second step is the first whose state buffers were donated."""
+  built = _build(step_config(name, batch_size, dtype, conv_impl, remat))
+  state = built.init()
+  train_step = built.compile_train(state)
+  batch = _random_batch(built, batch_size, False)
+  for _ in range(steps):
+    state, metrics = train_step(state, batch)
+  jax.block_until_ready(metrics['loss'])
+  return {'batch_size': batch_size, 'steps': steps, 'remat': remat,
+          'train_step_memory_mb': step_memory_mb(train_step)}
+
+
+# ---- One model per process: peak memory of its own ----------------------------------------------
+
+_CHILD_FUNCTIONS = {'benchmark_model': benchmark_model, 'train_step_peak': train_step_peak}
+_CHILD = 'import sys; from cnn_zoo import benchmark; benchmark._child_main(*sys.argv[1:])'
+
+
+def wait_with_peak(proc: subprocess.Popen) -> tuple[int, int]:
+  """Waits for a child started with subprocess.Popen: its exit code (negative: the signal that
+  killed it) and its peak resident memory in bytes, from the kernel's accounting of that
+  process alone."""
+  _, status, usage = os.wait4(proc.pid, 0)
+  proc.returncode = os.waitstatus_to_exitcode(status)
+  return proc.returncode, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+def exit_reason(code: int) -> str:
+  """A child's exit code in words."""
+  if code < 0:
+    name = signal.Signals(-code).name
+    oom = ' (as the out-of-memory killer does)' if -code == signal.SIGKILL else ''
+    return f'killed by {name}{oom}'
+  return f'exited with status {code}'
+
+
+def in_child(fn: str, **kwargs) -> dict:
+  """`fn(**kwargs)` (benchmark_model or train_step_peak) in a fresh Python process, with that
+  process's peak resident memory added as `peak_mem_bytes`: the model's own, not the high-water
+  mark of whatever ran before. A child that fails or is killed gives {'error': one line,
+  'peak_mem_bytes': how far it got}; the caller goes on."""
+  if fn not in _CHILD_FUNCTIONS:
+    raise ValueError(f'in_child runs {", ".join(_CHILD_FUNCTIONS)}, not {fn!r}')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (root, os.environ.get('PYTHONPATH')) if p))
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, 'result.json')
+    proc = subprocess.Popen([sys.executable, '-c', _CHILD, fn, json.dumps(kwargs), out], env=env)
+    code, peak = wait_with_peak(proc)
+    result = {}
+    if os.path.exists(out):
+      with open(out, encoding='utf-8') as f:
+        result = json.load(f)
+  if code != 0 and 'error' not in result:
+    result = {'error': exit_reason(code)}
+  return {**result, 'peak_mem_bytes': peak}
+
+
+def _child_main(fn: str, kwargs: str, out: str) -> None:
+  try:
+    result = _CHILD_FUNCTIONS[fn](**json.loads(kwargs))
+    code = 0
+  except Exception as e:  # pylint: disable=broad-except  # reported to the parent in one line
+    text = str(e).strip().splitlines()
+    result, code = {'error': f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')}, 1
+  with open(out, 'w', encoding='utf-8') as f:
+    json.dump(result, f)
+  sys.exit(code)
+
+
+# ---- The largest batch in a memory budget --------------------------------------------------------
+
+def max_batch(name: str, memory_gb: float, dtype: str = 'float32', conv_impl: str = 'auto',
+              remat: str = 'none', measure: bool = False, max_compiles: int = 16,
+              log=print) -> dict:
+  """The largest train batch whose step fits `memory_gb` GiB by XLA's buffer assignment
+  (`step_memory_mb`, compiled, never run): two compiles fit a line, then compiles around its
+  answer until batch b fits and b + 1 does not. With `measure`, b runs one real step in a
+  child process; if its peak resident memory (which adds the process's own: Python, JAX, the
+  compiled code) exceeds the budget, the search is redone with the budget less that overhead."""
+  if not memory_gb > 0:
+    raise errors.ConfigError(f'memory budget {memory_gb} GB: must be a positive number')
+  budget = int(memory_gb * 2 ** 30)
+  config = step_config(name, 8, dtype, conv_impl, remat)  # a bad name or choice: before compiling
+  built = _build(config)
+  points = {}  # batch -> XLA bytes
+
+  def xla_bytes(b):
+    if b not in points:
+      start = time.perf_counter()
+      points[b] = int(step_memory_mb(built.compile_train(built.abstract_state, b)) * 2 ** 20)
+      log(f'{name}: batch {b}: XLA step memory {points[b] / 2 ** 20:,.0f} MiB '
+          f'(compiled in {time.perf_counter() - start:.0f}s)')
+    return points[b]
+
+  def search(limit):
+    for b in (8, 16):  # a line through two batches: memory = fixed + per-image * batch
+      xla_bytes(b)
+    # The largest batch known to fit, and the smallest larger one known not to.
+    lo = max((b for b, m in points.items() if m <= limit), default=0)
+    hi = min((b for b, m in points.items() if m > limit and b > lo), default=None)
+    tries = 0
+    while hi is None or hi - lo > 1:
+      if len(points) >= max_compiles:
+        break
+      tries += 1
+      near = sorted(points.items(), key=lambda p: abs(p[1] - limit))[:2]
+      (b1, m1), (b2, m2) = near
+      slope = (m2 - m1) / (b2 - b1) if b2 != b1 else 0
+      if tries <= 4 and slope > 0:
+        guess = int(b1 + (limit - m1) / slope)
+      else:  # not linear enough to converge by the line: halve the bracket
+        guess = 2 * lo if hi is None else (lo + hi) // 2
+      b = max(lo + 1, guess if hi is None else min(guess, hi - 1))
+      if xla_bytes(b) <= limit:
+        lo = b
+      else:
+        hi = b
+    return lo, hi
+
+  lo, hi = search(budget)
+  result = {'model': name, 'memory_gb': memory_gb, 'budget_bytes': budget,
+            'search_budget_bytes': budget, 'dtype': dtype, 'conv_impl': conv.resolve(conv_impl),
+            'remat': remat, 'batch_size': lo,
+            'xla_step_bytes': points.get(lo), 'next_batch_size': hi,
+            'next_xla_step_bytes': points.get(hi), 'measured': []}
+  for _ in range(3 if measure and lo else 0):
+    run = in_child('train_step_peak', name=name, batch_size=lo, dtype=dtype,
+                   conv_impl=conv_impl, remat=remat, steps=1)
+    run = {'batch_size': lo, 'xla_step_bytes': points[lo], 'peak_mem_bytes': run['peak_mem_bytes'],
+           **({'error': run['error']} if 'error' in run else {})}
+    result['measured'].append(run)
+    log(f'{name}: batch {lo}: measured peak {run["peak_mem_bytes"] / 2 ** 20:,.0f} MiB'
+        + (f' ({run["error"]})' if 'error' in run else ''))
+    if 'error' not in run and run['peak_mem_bytes'] <= budget:
+      break
+    # What the process needs besides the step's buffers, taken off the budget for another search.
+    overhead = max(run['peak_mem_bytes'] - points[lo], budget // 100)
+    lo, hi = search(budget - overhead)
+    result.update(search_budget_bytes=budget - overhead, batch_size=lo,
+                  xla_step_bytes=points.get(lo), next_batch_size=hi,
+                  next_xla_step_bytes=points.get(hi))
+    if not lo:
+      break
+  if measure and result['measured'] and result['measured'][-1]['batch_size'] == lo:
+    result['measured_peak_bytes'] = result['measured'][-1]['peak_mem_bytes']
+  result['xla_points'] = {str(b): m for b, m in sorted(points.items())}
+  return result
 
 
 def input_pipeline(dataset: str, model: str, batch_size: int | None = None, steps: int = 100,

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from cnn_zoo import benchmark
+from cnn_zoo import benchmark, errors
+from cnn_zoo.train import build as build_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,6 +44,10 @@ def test_launcher_writes_json(tmp_path):
   results = json.loads(out.read_text())
   assert results['lenet5']['train_img_s'] > 0
   assert results['_machine']['platform'] == 'cpu'
+  # Measured in a process of its own: at least the step's buffers, and not this test's process.
+  r = results['lenet5']
+  assert r['peak_mem_bytes'] >= r['train_step_memory_mb'] * 2 ** 20
+  assert r['remat'] == 'none'
 
 
 def test_input_pipeline_compares_the_loop_with_the_bare_step(digits_dir):
@@ -56,19 +61,24 @@ def test_input_pipeline_compares_the_loop_with_the_bare_step(digits_dir):
 
 def test_step_benchmark_runs_without_tensorflow(tmp_path):
   """A machine with JAX alone (an accelerator host without TensorFlow) can benchmark the zoo:
-  nor does the step benchmark need the loop's TensorBoard writer, orbax or Pillow."""
-  out = tmp_path / 'bench.json'
-  script = ("import runpy, sys\n"
-            "for name in ('tensorflow', 'tensorflow_datasets', 'tensorboard', 'orbax',\n"
-            "             'orbax.checkpoint', 'PIL'):\n"
-            "  sys.modules[name] = None\n"
-            f"sys.argv = ['benchmark', '--models=lenet5', '--batch_size=8', '--steps=2', "
-            f"'--nopeak', '--json={out}']\n"
-            "runpy.run_module('experiments.benchmark', run_name='__main__')\n")
-  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300)
+  nor does the step benchmark need the loop's TensorBoard writer, orbax or Pillow. The modules
+  are blocked by a sitecustomize on PYTHONPATH, so in the launcher and in its per-model child."""
+  out, site = tmp_path / 'bench.json', tmp_path / 'site'
+  site.mkdir()
+  (site / 'sitecustomize.py').write_text(
+      "import os, sys\n"
+      "for name in ('tensorflow', 'tensorflow_datasets', 'tensorboard', 'orbax',\n"
+      "             'orbax.checkpoint', 'PIL'):\n"
+      "  sys.modules[name] = None\n"
+      f"with open({str(tmp_path / 'pids')!r}, 'a') as f:\n"
+      "  f.write(f'{os.getpid()}\\n')\n")
+  env = dict(os.environ, PYTHONPATH=str(site))
+  proc = subprocess.run([sys.executable, '-m', 'experiments.benchmark', '--models=lenet5',
+                         '--batch_size=8', '--steps=2', '--nopeak', f'--json={out}'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert json.loads(out.read_text())['lenet5']['params'] == 61_706
+  assert len(set((tmp_path / 'pids').read_text().split())) == 2  # the launcher and its child
 
 
 def test_side_by_side_pairs_each_model_with_the_reference(tmp_path):
@@ -85,3 +95,68 @@ def test_side_by_side_pairs_each_model_with_the_reference(tmp_path):
   assert len(rows) == 4
   with pytest.raises(FileNotFoundError, match='no jax_DTYPE.json'):
     benchmark.side_by_side(str(tmp_path / 'empty'))
+
+
+def test_each_model_gets_a_peak_memory_of_its_own():
+  """The bigger step first, then a smaller one: the second peak is the second model's, not the
+  first's high-water mark."""
+  big = benchmark.in_child('train_step_peak', name='lenet5', batch_size=2048, steps=1)
+  small = benchmark.in_child('train_step_peak', name='resnet20', batch_size=8, steps=1)
+  assert 'error' not in big and 'error' not in small, (big, small)
+  for r in (big, small):
+    assert r['train_step_memory_mb'] * 2 ** 20 <= r['peak_mem_bytes'] < 4 * 2 ** 30, r
+  assert big['train_step_memory_mb'] > 400 and small['train_step_memory_mb'] < 100
+  assert small['peak_mem_bytes'] < big['peak_mem_bytes'] - 150 * 2 ** 20, (big, small)
+
+
+def test_a_failing_or_killed_child_is_reported_and_measured():
+  failed = benchmark.in_child('train_step_peak', name='lenet_5', batch_size=8)
+  assert failed['error'].startswith("ConfigError: config.model='lenet_5' is not valid"), failed
+  assert failed['peak_mem_bytes'] > 0
+  # 200 MB touched, then SIGKILL, as the out-of-memory killer would: the peak is still read.
+  proc = subprocess.Popen([sys.executable, '-c', 'import os, signal; b = bytearray(200_000_000); '
+                           'os.kill(os.getpid(), signal.SIGKILL)'])
+  code, peak = benchmark.wait_with_peak(proc)
+  assert code == -9 and peak > 200_000_000
+  assert benchmark.exit_reason(code).startswith('killed by SIGKILL')
+  assert benchmark.exit_reason(3) == 'exited with status 3'
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--models=lenet5,resnet_20'], "'resnet_20'"),
+    (['--models=lenet5', '--remat=blocks'], "config.remat='blocks': model 'lenet5'"),
+    (['--max_batch_memory_gb=0'], '--max_batch_memory_gb=0.0: must be a positive'),
+    (['--json=/proc/no/bench.json'], '--json'),
+])
+def test_bad_input_is_one_line_before_compiling(args, message):
+  proc = subprocess.run([sys.executable, '-m', 'experiments.benchmark', '--nopeak', *args],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.startswith('error: ') and message in proc.stderr, proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1 and 'compiled' not in proc.stdout
+
+
+def test_max_batch_fits_and_one_more_does_not():
+  budget_gb = 0.02
+  r = benchmark.max_batch('lenet5', budget_gb, log=lambda _: None)
+  assert r['batch_size'] > 16 and r['next_batch_size'] == r['batch_size'] + 1, r
+  # Checked apart from the search: compiled again here at the answer and one above it.
+  config = benchmark.step_config('lenet5', 8)
+  built = build_lib.build(config, build_lib.fixed_plan(config, 10))
+
+  def xla_bytes(b):
+    return benchmark.step_memory_mb(built.compile_train(built.abstract_state, b)) * 2 ** 20
+
+  assert xla_bytes(r['batch_size']) <= budget_gb * 2 ** 30 < xla_bytes(r['batch_size'] + 1)
+  assert r['xla_step_bytes'] == int(xla_bytes(r['batch_size']))
+  with pytest.raises(errors.ConfigError, match='must be a positive'):
+    benchmark.max_batch('lenet5', -1)
+
+
+@pytest.mark.slow
+def test_max_batch_measures_a_real_step():
+  r = benchmark.max_batch('lenet5', 0.6, measure=True, log=lambda _: None)
+  run = r['measured'][-1]
+  assert run['batch_size'] == r['batch_size'] and 'error' not in run, r
+  # The budget holds for the measured process, Python and JAX included.
+  assert r['xla_step_bytes'] <= r['measured_peak_bytes'] <= r['budget_bytes'], r
