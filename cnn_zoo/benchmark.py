@@ -6,13 +6,16 @@ forward passes (forward, input gradient, weight gradient), as is usual.
 
 Host memory per model: `in_child` runs one model in a fresh Python process and reads that
 process's peak resident memory from the kernel (`os.wait4`), so no model inherits another's
-high-water mark; `max_batch` finds the largest batch whose train step fits a memory budget.
+high-water mark; `torch_reference` does the same for the PyTorch reference script, one process per
+model; `max_batch` finds the largest batch whose train step fits a memory budget.
 """
 
 import json
 import os
 import platform
 import resource
+import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -24,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_zoo import errors, models, parallel
+from cnn_zoo import errors, models, outputs, parallel
 from cnn_zoo.models import conv
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import config as config_lib
@@ -307,6 +310,45 @@ def max_batch(name: str, memory_gb: float, dtype: str = 'float32', conv_impl: st
   return result
 
 
+# ---- The PyTorch reference, one process per model ------------------------------------------------
+
+def torch_reference(torch_python: str, torch_ref: str, model_names, json_path: str | None = None,
+                    extra_args: str = '', log=print) -> dict:
+  """Runs the PyTorch reference script (torch_ref.py) once per model, each in its own process,
+  and returns its JSON results with each model's peak resident memory as `peak_mem_bytes`; a
+  model whose run fails gets {'error': ...} and the rest go on. Written to `json_path` after
+  every model. The interpreter, the script and the model names are checked first (`--list`)."""
+  for path, what in ((shutil.which(torch_python) or torch_python, '--torch_python'),
+                     (torch_ref, '--torch_ref')):
+    if not os.path.isfile(path):
+      raise errors.NotFoundError(f'{what}={path}: no such file')
+  args = shlex.split(extra_args)
+  check = subprocess.run([torch_python, torch_ref, '--list', '--models', ','.join(model_names)],
+                         capture_output=True, text=True, check=False)
+  if check.returncode != 0:
+    lines = (check.stderr or check.stdout).strip().splitlines() or [exit_reason(check.returncode)]
+    raise errors.ConfigError(f'{torch_ref} --models {",".join(model_names)}: {lines[-1]}')
+  results = {}
+  for name in model_names:
+    with tempfile.TemporaryDirectory() as tmp:
+      out = os.path.join(tmp, 'torch.json')
+      proc = subprocess.Popen([torch_python, torch_ref, '--models', name, '--json', out, *args])
+      code, peak = wait_with_peak(proc)
+      measured = {}
+      if code == 0 and os.path.exists(out):
+        with open(out, encoding='utf-8') as f:
+          measured = json.load(f).get(name, {})
+    results[name] = {**measured, 'peak_mem_bytes': peak}
+    if code != 0:
+      results[name]['error'] = exit_reason(code)
+      log(f'{name}: PyTorch reference failed: {exit_reason(code)}')
+    else:
+      log(f'{name}: PyTorch peak memory {peak / 2 ** 20:,.0f} MiB')
+    if json_path:
+      outputs.write_text(json_path, json.dumps(results, indent=2), '--json')
+  return results
+
+
 def input_pipeline(dataset: str, model: str, batch_size: int | None = None, steps: int = 100,
                    data_dir: str | None = None, paths=('device', 'tfdata')) -> dict:
   """For each input path: images/s of its batches alone (crop and flip, waited for) and of the
@@ -356,43 +398,89 @@ def machine() -> dict:
 DTYPES = ('float32', 'bfloat16')
 
 
+def _read_results(directory: str, name: str) -> dict:
+  path = os.path.join(directory, name)
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding='utf-8') as f:
+    return {k: v for k, v in json.load(f).items() if not k.startswith('_')}
+
+
+def _cell(value, fmt='{:,.0f}'):
+  return '-' if value is None else fmt.format(value)
+
+
+def _ratio(a, b):
+  return '-' if a is None or b is None else f'{a / b:.2f}x'
+
+
+def _mib(n):
+  return None if n is None else n / 2 ** 20
+
+
+def _rate(value):
+  """Images/s: whole numbers from 100 up, one decimal below (DenseNet trains at 6 img/s)."""
+  return _cell(value, '{:,.0f}' if value is None or value >= 100 else '{:.1f}')
+
+
+def cpu_side_by_side(directory: str) -> str:
+  """Markdown table of cnn_zoo's CPU step beside the PyTorch reference, with each side's
+  per-model peak memory, from the jax_cpu.json and torch_cpu.json that experiments/cpu_table.sh
+  writes; '' when neither is there. Notes below it: models that failed, and inference batches
+  that differ between the sides."""
+  ours = _read_results(directory, 'jax_cpu.json')
+  theirs = _read_results(directory, 'torch_cpu.json')
+  if not ours and not theirs:
+    return ''
+  lines = ['| model | batch | JAX train img/s | PyTorch train img/s | JAX / PyTorch | '
+           'JAX infer img/s | PyTorch infer img/s | JAX peak MiB | PyTorch peak MiB | '
+           'JAX train step MiB (XLA) | JAX compile s |', '|---|---:|' + '---:|' * 9]
+  notes = []
+  for model in list(ours) + [m for m in theirs if m not in ours]:
+    j, t = ours.get(model, {}), theirs.get(model, {})
+    for side, r in (('JAX', j), ('PyTorch', t)):
+      if 'error' in r:
+        notes.append(f'{model}: {side} failed: {r["error"]}')
+    batches = [b for b in (j.get('batch_size'), t.get('train_batch')) if b is not None]
+    batch = ' / '.join(str(b) for b in dict.fromkeys(batches)) or '-'
+    infer = (j.get('infer_batch_size'), t.get('infer_batch'))
+    if None not in infer and infer[0] != infer[1]:
+      notes.append(f'{model}: inference batch JAX {infer[0]}, PyTorch {infer[1]}')
+    lines.append(
+        f'| {model} | {batch} | {_rate(j.get("train_img_s"))} | {_rate(t.get("train_img_s"))} | '
+        f'{_ratio(j.get("train_img_s"), t.get("train_img_s"))} | '
+        f'{_rate(j.get("infer_img_s"))} | {_rate(t.get("infer_img_s"))} | '
+        f'{_cell(_mib(j.get("peak_mem_bytes")))} | {_cell(_mib(t.get("peak_mem_bytes")))} | '
+        f'{_cell(j.get("train_step_memory_mb"))} | {_cell(j.get("compile_s"), "{:.1f}")} |')
+  return '\n'.join(lines + ([''] + notes if notes else []))
+
+
 def side_by_side(directory: str) -> str:
-  """Markdown table of cnn_zoo's step beside the PyTorch reference, from the jax_DTYPE.json and
-  torch_DTYPE.json files that experiments/gpu_table.sh writes; a model measured on one side only
-  shows '-' on the other."""
-
-  def read(name):
-    path = os.path.join(directory, name)
-    if not os.path.exists(path):
-      return {}
-    with open(path, encoding='utf-8') as f:
-      return {k: v for k, v in json.load(f).items() if not k.startswith('_')}
-
-  def cell(value, fmt='{:,.0f}'):
-    return '-' if value is None else fmt.format(value)
-
-  def ratio(a, b):
-    return '-' if a is None or b is None else f'{a / b:.2f}x'
-
+  """Markdown tables of cnn_zoo's step beside the PyTorch reference: the GPU one from the
+  jax_DTYPE.json and torch_DTYPE.json files that experiments/gpu_table.sh writes, the CPU one
+  (cpu_side_by_side) from experiments/cpu_table.sh's; a model measured on one side only shows
+  '-' on the other."""
   lines = ['| model | dtype | JAX train img/s | PyTorch train img/s | JAX / PyTorch | '
            'JAX infer img/s | PyTorch infer img/s | JAX / PyTorch | JAX train step MiB | '
            'PyTorch peak MiB | JAX compile s |', '|---|---|' + '---:|' * 9]
   found = False
   for dtype in DTYPES:
-    ours, theirs = read(f'jax_{dtype}.json'), read(f'torch_{dtype}.json')
+    ours = _read_results(directory, f'jax_{dtype}.json')
+    theirs = _read_results(directory, f'torch_{dtype}.json')
     for model in list(ours) + [m for m in theirs if m not in ours]:
       found = True
       j, t = ours.get(model, {}), theirs.get(model, {})
-      peak = t.get('peak_gpu_mem_bytes')
       lines.append(
-          f'| {model} | {dtype} | {cell(j.get("train_img_s"))} | {cell(t.get("train_img_s"))} | '
-          f'{ratio(j.get("train_img_s"), t.get("train_img_s"))} | '
-          f'{cell(j.get("infer_img_s"))} | {cell(t.get("infer_img_s"))} | '
-          f'{ratio(j.get("infer_img_s"), t.get("infer_img_s"))} | '
-          f'{cell(j.get("train_step_memory_mb"))} | '
-          f'{cell(None if peak is None else peak / 2 ** 20)} | '
-          f'{cell(j.get("compile_s"), "{:.1f}")} |')
-  if not found:
-    raise FileNotFoundError(f'no jax_DTYPE.json or torch_DTYPE.json in {directory}; '
-                            f'DTYPE one of {", ".join(DTYPES)}')
-  return '\n'.join(lines)
+          f'| {model} | {dtype} | {_cell(j.get("train_img_s"))} | '
+          f'{_cell(t.get("train_img_s"))} | {_ratio(j.get("train_img_s"), t.get("train_img_s"))} | '
+          f'{_cell(j.get("infer_img_s"))} | {_cell(t.get("infer_img_s"))} | '
+          f'{_ratio(j.get("infer_img_s"), t.get("infer_img_s"))} | '
+          f'{_cell(j.get("train_step_memory_mb"))} | '
+          f'{_cell(_mib(t.get("peak_gpu_mem_bytes")))} | '
+          f'{_cell(j.get("compile_s"), "{:.1f}")} |')
+  cpu = cpu_side_by_side(directory)
+  if not found and not cpu:
+    raise errors.NotFoundError(f'no jax_DTYPE.json or torch_DTYPE.json (DTYPE one of '
+                            f'{", ".join(DTYPES)}), nor jax_cpu.json or torch_cpu.json, in '
+                            f'{directory}')
+  return '\n\n'.join(t for t in ('\n'.join(lines) if found else '', cpu) if t)

@@ -16,6 +16,9 @@ reports its peak resident memory):
 
   python -m experiments.benchmark --max_batch_memory_gb=16 --models=densenet121 --remat=blocks \
       --measure_peak --json=max_batch.json
+
+The CPU table beside PyTorch (both sides one process per model): experiments/cpu_table.sh;
+the GPU one: experiments/gpu_table.sh; either is printed by --side_by_side=FOLDER.
 """
 
 import json
@@ -41,8 +44,9 @@ _PEAK = flags.DEFINE_bool('peak', True, 'Also measure the float32 matmul rate.')
 _PIPELINE = flags.DEFINE_bool('input_pipeline', False, 'Measure the input pipeline and the '
                               'training loop against the bare step instead.')
 _DATASET = flags.DEFINE_string('dataset', 'digits', 'Dataset for --input_pipeline.')
-_SIDE_BY_SIDE = flags.DEFINE_string('side_by_side', None, 'Only print the table of the JSON '
-                                    'files that experiments/gpu_table.sh wrote into this folder.')
+_SIDE_BY_SIDE = flags.DEFINE_string('side_by_side', None, 'Only print the tables of the JSON '
+                                    'files that experiments/gpu_table.sh or cpu_table.sh wrote '
+                                    'into this folder.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir for --input_pipeline.')
 _ISOLATE = flags.DEFINE_bool('isolate', True, 'Benchmark each model in a process of its own, '
                              'so that its peak memory is its own.')

@@ -11,6 +11,20 @@ from cnn_zoo import benchmark, errors
 from cnn_zoo.train import build as build_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The PyTorch reference and an interpreter with torch: the environment's, else the repository's
+# neighbours (../shared/bench, ../torchenv or ../torchvenv); without them, their tests skip.
+TORCH_REF = os.environ.get('CNN_ZOO_TORCH_REF',
+                           os.path.join(ROOT, '..', 'shared', 'bench', 'torch_ref.py'))
+
+
+def _torch_python():
+  for python in (os.environ.get('CNN_ZOO_TORCH_PYTHON'), sys.executable,
+                 os.path.join(ROOT, '..', 'torchenv', 'bin', 'python'),
+                 os.path.join(ROOT, '..', 'torchvenv', 'bin', 'python')):
+    if python and os.path.exists(python) and subprocess.run(
+        [python, '-c', 'import torch'], capture_output=True, check=False).returncode == 0:
+      return python
+  pytest.skip('no Python with torch (CNN_ZOO_TORCH_PYTHON)')
 
 
 def test_benchmark_model_reports_every_field():
@@ -160,3 +174,41 @@ def test_max_batch_measures_a_real_step():
   assert run['batch_size'] == r['batch_size'] and 'error' not in run, r
   # The budget holds for the measured process, Python and JAX included.
   assert r['xla_step_bytes'] <= r['measured_peak_bytes'] <= r['budget_bytes'], r
+
+
+def test_cpu_side_by_side_pairs_each_model_with_its_peak_memory(tmp_path):
+  mib = 2 ** 20
+  (tmp_path / 'jax_cpu.json').write_text(json.dumps({
+      '_machine': {'platform': 'cpu'},
+      'lenet5': {'batch_size': 128, 'infer_batch_size': 128, 'train_img_s': 9000.0,
+                 'infer_img_s': 20000.0, 'peak_mem_bytes': 500 * mib, 'train_step_memory_mb': 33.4,
+                 'compile_s': 0.71},
+      'densenet_bc_100': {'error': 'killed by SIGKILL', 'peak_mem_bytes': 9000 * mib}}))
+  (tmp_path / 'torch_cpu.json').write_text(json.dumps({
+      'lenet5': {'train_batch': 128, 'infer_batch': 256, 'train_img_s': 12000.0,
+                 'infer_img_s': 30000.0, 'peak_mem_bytes': 350 * mib},
+      'densenet_bc_100': {'train_batch': 128, 'infer_batch': 256, 'train_img_s': 18.3,
+                          'infer_img_s': 45.4, 'peak_mem_bytes': 2500 * mib}}))
+  rows = benchmark.side_by_side(str(tmp_path)).splitlines()
+  assert rows[0].startswith('| model | batch | JAX train img/s | PyTorch train img/s |')
+  assert rows[2] == '| lenet5 | 128 | 9,000 | 12,000 | 0.75x | 20,000 | 30,000 | 500 | 350 | 33 | 0.7 |'
+  assert rows[3] == '| densenet_bc_100 | 128 | - | 18.3 | - | - | 45.4 | 9,000 | 2,500 | - | - |'
+  assert rows[5:] == ['lenet5: inference batch JAX 128, PyTorch 256',
+                      'densenet_bc_100: JAX failed: killed by SIGKILL']
+
+
+@pytest.mark.skipif(not os.path.exists(TORCH_REF), reason='no torch_ref.py')
+def test_torch_reference_runs_one_process_per_model(tmp_path):
+  torch_python = _torch_python()
+  out = tmp_path / 'torch_cpu.json'
+  results = benchmark.torch_reference(torch_python, TORCH_REF, ['lenet5'], str(out),
+                                      '--min-time 0 --min-steps 1 --warmup 0 --batch 8',
+                                      log=lambda _: None)
+  assert json.loads(out.read_text()) == results
+  r = results['lenet5']
+  assert r['params'] == 61_706 and r['train_img_s'] > 0 and r['train_batch'] == 8
+  assert 50 * 2 ** 20 < r['peak_mem_bytes'] < 4 * 2 ** 30
+  with pytest.raises(errors.ConfigError, match='unknown model'):
+    benchmark.torch_reference(torch_python, TORCH_REF, ['lenet5', 'lenet_5'])
+  with pytest.raises(errors.NotFoundError, match='--torch_ref=/no/such.py'):
+    benchmark.torch_reference(torch_python, '/no/such.py', ['lenet5'])
