@@ -4,10 +4,12 @@ Every number comes from timing the compiled step on random data of the model's i
 whatever devices JAX sees; nothing is estimated except GFLOP/s, which counts training as three
 forward passes (forward, input gradient, weight gradient), as is usual.
 
-Host memory per model: `in_child` runs one model in a fresh Python process and reads that
-process's peak resident memory from the kernel (`os.wait4`), so no model inherits another's
-high-water mark; `torch_reference` does the same for the PyTorch reference script, one process per
-model; `max_batch` finds the largest batch whose train step fits a memory budget.
+Host memory per model: `in_child` runs one model in a fresh Python process, which reports the
+peak resident memory of its own address space (VmHWM), so no model inherits another's
+high-water mark (nor the parent's: the kernel's rusage of a child, `os.wait4`, starts from the
+parent's resident memory at the fork); `torch_reference` does the same for the PyTorch
+reference script, one process per model; `max_batch` finds the largest batch whose train step
+fits a memory budget.
 """
 
 import json
@@ -177,13 +179,49 @@ _CHILD_FUNCTIONS = {'benchmark_model': benchmark_model, 'train_step_peak': train
 _CHILD = 'import sys; from cnn_zoo import benchmark; benchmark._child_main(*sys.argv[1:])'
 
 
-def wait_with_peak(proc: subprocess.Popen) -> tuple[int, int]:
+def own_peak_bytes(pid: int | str = 'self') -> int | None:
+  """The peak resident memory of a process's own address space since it started (VmHWM), in
+  bytes; None where /proc does not say (not Linux, or the process has gone)."""
+  try:
+    with open(f'/proc/{pid}/status', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) * 1024  # kB
+  except (OSError, ValueError):
+    pass
+  return None
+
+
+def wait_with_peak(proc: subprocess.Popen, poll_s: float = 0.05) -> tuple[int, int]:
   """Waits for a child started with subprocess.Popen: its exit code (negative: the signal that
-  killed it) and its peak resident memory in bytes, from the kernel's accounting of that
-  process alone."""
-  _, status, usage = os.wait4(proc.pid, 0)
+  killed it) and the highest of its own peak resident memory sampled while it ran, a lower bound
+  that can miss growth in its last `poll_s` (the child's own report at exit is exact). Not
+  os.wait4's ru_maxrss: that counts the parent's resident memory at the fork."""
+  peak = 0
+  while True:
+    pid, status = os.waitpid(proc.pid, os.WNOHANG)
+    if pid:
+      break
+    peak = max(peak, own_peak_bytes(proc.pid) or 0)
+    time.sleep(poll_s)
   proc.returncode = os.waitstatus_to_exitcode(status)
-  return proc.returncode, usage.ru_maxrss * 1024  # Linux reports KiB
+  return proc.returncode, peak
+
+
+# Runs a Python script as __main__ and writes its own peak resident memory (VmHWM, bytes) to a
+# file at exit: argv = [peak_file, script, *script_args].
+_REPORT_PEAK = """import atexit, os, runpy, sys
+peak_file, script = sys.argv[1], sys.argv[2]
+def report():
+  with open('/proc/self/status') as f:
+    kib = next(int(l.split()[1]) for l in f if l.startswith('VmHWM:'))
+  with open(peak_file, 'w') as f:
+    f.write(str(kib * 1024))
+atexit.register(report)
+sys.argv = sys.argv[2:]
+sys.path[0] = os.path.dirname(os.path.abspath(script))
+runpy.run_path(script, run_name='__main__')
+"""
 
 
 def exit_reason(code: int) -> str:
@@ -197,9 +235,9 @@ def exit_reason(code: int) -> str:
 
 def in_child(fn: str, **kwargs) -> dict:
   """`fn(**kwargs)` (benchmark_model or train_step_peak) in a fresh Python process, with that
-  process's peak resident memory added as `peak_mem_bytes`: the model's own, not the high-water
+  process's own peak resident memory added as `peak_mem_bytes`: the model's, not the high-water
   mark of whatever ran before. A child that fails or is killed gives {'error': one line,
-  'peak_mem_bytes': how far it got}; the caller goes on."""
+  'peak_mem_bytes': how far it got (sampled, for a killed one)}; the caller goes on."""
   if fn not in _CHILD_FUNCTIONS:
     raise ValueError(f'in_child runs {", ".join(_CHILD_FUNCTIONS)}, not {fn!r}')
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,14 +246,14 @@ def in_child(fn: str, **kwargs) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, 'result.json')
     proc = subprocess.Popen([sys.executable, '-c', _CHILD, fn, json.dumps(kwargs), out], env=env)
-    code, peak = wait_with_peak(proc)
+    code, sampled = wait_with_peak(proc)
     result = {}
     if os.path.exists(out):
       with open(out, encoding='utf-8') as f:
         result = json.load(f)
   if code != 0 and 'error' not in result:
     result = {'error': exit_reason(code)}
-  return {**result, 'peak_mem_bytes': peak}
+  return {**result, 'peak_mem_bytes': max(sampled, result.get('peak_mem_bytes') or 0)}
 
 
 def _child_main(fn: str, kwargs: str, out: str) -> None:
@@ -225,6 +263,7 @@ def _child_main(fn: str, kwargs: str, out: str) -> None:
   except Exception as e:  # pylint: disable=broad-except  # reported to the parent in one line
     text = str(e).strip().splitlines()
     result, code = {'error': f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')}, 1
+  result['peak_mem_bytes'] = own_peak_bytes()
   with open(out, 'w', encoding='utf-8') as f:
     json.dump(result, f)
   sys.exit(code)
@@ -315,7 +354,8 @@ def max_batch(name: str, memory_gb: float, dtype: str = 'float32', conv_impl: st
 def torch_reference(torch_python: str, torch_ref: str, model_names, json_path: str | None = None,
                     extra_args: str = '', log=print) -> dict:
   """Runs the PyTorch reference script (torch_ref.py) once per model, each in its own process,
-  and returns its JSON results with each model's peak resident memory as `peak_mem_bytes`; a
+  and returns its JSON results with each process's own peak resident memory (VmHWM, reported at
+  its exit) as `peak_mem_bytes`; a
   model whose run fails gets {'error': ...} and the rest go on. Written to `json_path` after
   every model. The interpreter, the script and the model names are checked first (`--list`)."""
   for path, what in ((shutil.which(torch_python) or torch_python, '--torch_python'),
@@ -332,12 +372,17 @@ def torch_reference(torch_python: str, torch_ref: str, model_names, json_path: s
   for name in model_names:
     with tempfile.TemporaryDirectory() as tmp:
       out = os.path.join(tmp, 'torch.json')
-      proc = subprocess.Popen([torch_python, torch_ref, '--models', name, '--json', out, *args])
+      peak_file = os.path.join(tmp, 'peak')
+      proc = subprocess.Popen([torch_python, '-c', _REPORT_PEAK, peak_file, torch_ref,
+                               '--models', name, '--json', out, *args])
       code, peak = wait_with_peak(proc)
       measured = {}
       if code == 0 and os.path.exists(out):
         with open(out, encoding='utf-8') as f:
           measured = json.load(f).get(name, {})
+      if os.path.exists(peak_file):  # exact, where the child got to report it
+        with open(peak_file, encoding='utf-8') as f:
+          peak = max(peak, int(f.read()))
     results[name] = {**measured, 'peak_mem_bytes': peak}
     if code != 0:
       results[name]['error'] = exit_reason(code)

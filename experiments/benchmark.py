@@ -7,7 +7,7 @@
       --models=resnet20
 
 Each model runs in a Python process of its own, so its `peak_mem_bytes` in the JSON is its own
-peak resident memory (the kernel's rusage of that process); a model that fails or is killed is
+peak resident memory (that process's VmHWM); a model that fails or is killed is
 reported in one line and the others go on (--noisolate: all in this process, as before).
 
 The largest batch whose train step fits a host-memory budget (XLA's buffer assignment of the

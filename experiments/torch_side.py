@@ -1,5 +1,6 @@
 """The PyTorch reference benchmark (torch_ref.py) run one model per process, with each model's
-peak resident memory (the kernel's rusage of its process) added to its JSON as `peak_mem_bytes`.
+peak resident memory (its process's own VmHWM, reported at exit) added to its JSON as
+`peak_mem_bytes`.
 
   python -m experiments.torch_side --torch_python=../torchenv/bin/python \
       --torch_ref=../shared/bench/torch_ref.py --models=lenet5,resnet20 --json=torch_cpu.json

@@ -123,12 +123,23 @@ def test_each_model_gets_a_peak_memory_of_its_own():
   assert small['peak_mem_bytes'] < big['peak_mem_bytes'] - 150 * 2 ** 20, (big, small)
 
 
+def test_a_childs_peak_is_not_its_parents():
+  """The kernel's rusage of a child (os.wait4) starts from the parent's resident memory at the
+  fork; the child's own peak does not."""
+  ballast = bytearray(400_000_000)  # touched: resident in this process
+  proc = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.3)'])
+  code, peak = benchmark.wait_with_peak(proc)
+  assert code == 0 and 0 < peak < 100_000_000 < len(ballast)
+  assert benchmark.own_peak_bytes() > 400_000_000
+
+
 def test_a_failing_or_killed_child_is_reported_and_measured():
   failed = benchmark.in_child('train_step_peak', name='lenet_5', batch_size=8)
   assert failed['error'].startswith("ConfigError: config.model='lenet_5' is not valid"), failed
   assert failed['peak_mem_bytes'] > 0
   # 200 MB touched, then SIGKILL, as the out-of-memory killer would: the peak is still read.
-  proc = subprocess.Popen([sys.executable, '-c', 'import os, signal; b = bytearray(200_000_000); '
+  proc = subprocess.Popen([sys.executable, '-c', 'import os, signal, time; '
+                           'b = bytearray(200_000_000); time.sleep(0.5); '
                            'os.kill(os.getpid(), signal.SIGKILL)'])
   code, peak = benchmark.wait_with_peak(proc)
   assert code == -9 and peak > 200_000_000
