@@ -52,6 +52,11 @@ def _timed(fn, steps: int, min_seconds: float) -> list[float]:
 
 
 def peak_rss_mb() -> float:
+  """This process's peak resident memory in MiB: its own address space's (VmHWM) where /proc
+  has it; getrusage's ru_maxrss otherwise, which also counts the parent's memory at the fork."""
+  own = own_peak_bytes()
+  if own is not None:
+    return own / 2 ** 20
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 

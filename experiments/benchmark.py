@@ -81,7 +81,8 @@ def _run():
             f'{r["batch_size"]} (XLA step memory '
             f'{(r["xla_step_bytes"] or 0) / 2 ** 20:,.0f} MiB'
             + (f', measured peak {peak / 2 ** 20:,.0f} MiB' if peak else '')
-            + f'; batch {r["next_batch_size"]} does not fit)', flush=True)
+            + (f'; batch {r["next_batch_size"]} does not fit' if r['next_batch_size'] else '')
+            + ')', flush=True)
     elif _PIPELINE.value:
       r = benchmark.input_pipeline(_DATASET.value, name, _BATCH.value, max(_STEPS.value, 100),
                                    data_dir=_DATA_DIR.value)
