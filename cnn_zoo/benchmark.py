@@ -87,12 +87,16 @@ def matmul_peak_gflop_s(n: int = 2048, steps: int = 10) -> float:
 
 def step_config(name: str, batch_size: int | None = None, dtype: str = 'float32',
                 conv_impl: str = 'auto', remat: str = 'none',
-                infer_batch_size: int | None = None):
+                infer_batch_size: int | None = None, devices: bool = True):
   """The config whose step the benchmark times, validated: a wrong model, dtype, conv_impl or
-  remat is a one-line ConfigError before anything compiles."""
+  remat is a one-line ConfigError before anything compiles. `devices=False` leaves out the check
+  that the batches divide over the devices, which starts JAX's backend: a parent whose children
+  benchmark must leave the accelerator to them (a TPU opens in one process only; on a GPU JAX
+  takes 75% of its memory at start-up)."""
   batch_size = batch_size or default_batch_size(name)
-  parallel.check_batch_size(batch_size)
-  parallel.check_batch_size(infer_batch_size or batch_size, 'infer_batch_size')
+  if devices:
+    parallel.check_batch_size(batch_size)
+    parallel.check_batch_size(infer_batch_size or batch_size, 'infer_batch_size')
   # The step that trains: built as a run builds it, with SGD, momentum 0.9 and weight decay 5e-4
   # at a constant 0.01, as the PyTorch reference.
   config = config_lib.defaults()
@@ -180,7 +184,16 @@ def train_step_peak(name: str, batch_size: int, dtype: str = 'float32', conv_imp
 
 # ---- One model per process: peak memory of its own ----------------------------------------------
 
-_CHILD_FUNCTIONS = {'benchmark_model': benchmark_model, 'train_step_peak': train_step_peak}
+def machine_and_peak(peak: bool = True) -> dict:
+  """machine(), with the float32 matmul rate as `matmul_peak_gflop_s` if `peak`."""
+  out = machine()
+  if peak:
+    out['matmul_peak_gflop_s'] = matmul_peak_gflop_s()
+  return out
+
+
+_CHILD_FUNCTIONS = {'benchmark_model': benchmark_model, 'train_step_peak': train_step_peak,
+                    'machine_and_peak': machine_and_peak}
 _CHILD = 'import sys; from cnn_zoo import benchmark; benchmark._child_main(*sys.argv[1:])'
 
 
@@ -239,7 +252,8 @@ def exit_reason(code: int) -> str:
 
 
 def in_child(fn: str, **kwargs) -> dict:
-  """`fn(**kwargs)` (benchmark_model or train_step_peak) in a fresh Python process, with that
+  """`fn(**kwargs)` (benchmark_model, train_step_peak, machine_and_peak) in a fresh Python
+  process, with that
   process's own peak resident memory added as `peak_mem_bytes`: the model's, not the high-water
   mark of whatever ran before. A child that fails or is killed gives {'error': one line,
   'peak_mem_bytes': how far it got (sampled, for a killed one)}; the caller goes on."""

@@ -50,14 +50,24 @@ def test_step_memory_counts_the_state_and_grows_with_the_batch():
 
 
 def test_launcher_writes_json(tmp_path):
-  out = tmp_path / 'bench.json'
+  """The launcher leaves JAX's backend to its children (a TPU opens in one process only): a
+  sitecustomize gives the launcher alone a platform that does not exist."""
+  out, site = tmp_path / 'bench.json', tmp_path / 'site'
+  site.mkdir()
+  (site / 'sitecustomize.py').write_text(
+      f"import os\nif os.getppid() == {os.getpid()}:\n"
+      "  os.environ['JAX_PLATFORMS'] = 'none_in_the_launcher'\n"
+      "elif os.environ.get('JAX_PLATFORMS') == 'none_in_the_launcher':\n"
+      "  os.environ['JAX_PLATFORMS'] = ''\n")
   proc = subprocess.run([sys.executable, '-m', 'experiments.benchmark', '--models=lenet5',
-                         '--batch_size=8', '--steps=2', '--nopeak', f'--json={out}'],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+                         '--batch_size=8', '--steps=2', f'--json={out}'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=str(site)))
   assert proc.returncode == 0, proc.stderr[-2000:]
   results = json.loads(out.read_text())
   assert results['lenet5']['train_img_s'] > 0
   assert results['_machine']['platform'] == 'cpu'
+  assert results['_machine']['matmul_peak_gflop_s'] > 0
   # Measured in a process of its own: at least the step's buffers, and not this test's process.
   r = results['lenet5']
   assert r['peak_mem_bytes'] >= r['train_step_memory_mb'] * 2 ** 20
@@ -92,7 +102,8 @@ def test_step_benchmark_runs_without_tensorflow(tmp_path):
                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert json.loads(out.read_text())['lenet5']['params'] == 61_706
-  assert len(set((tmp_path / 'pids').read_text().split())) == 2  # the launcher and its child
+  # The launcher, the child that describes the machine, the child that benchmarks lenet5.
+  assert len(set((tmp_path / 'pids').read_text().split())) == 3
 
 
 def test_side_by_side_pairs_each_model_with_the_reference(tmp_path):
