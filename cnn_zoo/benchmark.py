@@ -3,13 +3,25 @@
 Every number comes from timing the compiled step on random data of the model's input shape on
 whatever devices JAX sees; nothing is estimated except GFLOP/s, which counts training as three
 forward passes (forward, input gradient, weight gradient), as is usual.
+
+Host memory per model: `in_child` runs one model in a fresh Python process, which reports the
+peak resident memory of its own address space (VmHWM), so no model inherits another's
+high-water mark (nor the parent's: the kernel's rusage of a child, `os.wait4`, starts from the
+parent's resident memory at the fork); `torch_reference` does the same for the PyTorch
+reference script, one process per model; `max_batch` finds the largest batch whose train step
+fits a memory budget.
 """
 
 import json
 import os
 import platform
 import resource
+import shlex
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -17,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_zoo import models, parallel
+from cnn_zoo import errors, models, outputs, parallel
+from cnn_zoo.models import conv
 from cnn_zoo.train import autoconv, build as build_lib
 from cnn_zoo.train import config as config_lib
 
@@ -39,6 +52,11 @@ def _timed(fn, steps: int, min_seconds: float) -> list[float]:
 
 
 def peak_rss_mb() -> float:
+  """This process's peak resident memory in MiB: its own address space's (VmHWM) where /proc
+  has it; getrusage's ru_maxrss otherwise, which also counts the parent's memory at the fork."""
+  own = own_peak_bytes()
+  if own is not None:
+    return own / 2 ** 20
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
@@ -67,35 +85,57 @@ def matmul_peak_gflop_s(n: int = 2048, steps: int = 10) -> float:
   return 2 * n ** 3 / statistics.median(_timed(lambda: matmul(a), steps, 1.0)) / 1e9
 
 
-def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'float32',
-                    conv_impl: str = 'auto', steps: int = 10, warmup: int = 3,
-                    min_seconds: float = 3.0, infer_batch_size: int | None = None) -> dict:
-  """Compile time, train and eval images/s (medians over >= `steps` timed steps) of one model."""
+def step_config(name: str, batch_size: int | None = None, dtype: str = 'float32',
+                conv_impl: str = 'auto', remat: str = 'none',
+                infer_batch_size: int | None = None, devices: bool = True):
+  """The config whose step the benchmark times, validated: a wrong model, dtype, conv_impl or
+  remat is a one-line ConfigError before anything compiles. `devices=False` leaves out the check
+  that the batches divide over the devices, which starts JAX's backend: a parent whose children
+  benchmark must leave the accelerator to them (a TPU opens in one process only; on a GPU JAX
+  takes 75% of its memory at start-up)."""
   batch_size = batch_size or default_batch_size(name)
-  infer_batch_size = infer_batch_size or batch_size
-  parallel.check_batch_size(batch_size)
-  parallel.check_batch_size(infer_batch_size, 'infer_batch_size')
+  if devices:
+    parallel.check_batch_size(batch_size)
+    parallel.check_batch_size(infer_batch_size or batch_size, 'infer_batch_size')
   # The step that trains: built as a run builds it, with SGD, momentum 0.9 and weight decay 5e-4
   # at a constant 0.01, as the PyTorch reference.
   config = config_lib.defaults()
-  config.model, config.dtype, config.conv_impl = name, dtype, conv_impl
-  config.batch_size, config.eval_batch_size = batch_size, infer_batch_size
+  config.model, config.dtype, config.conv_impl, config.remat = name, dtype, conv_impl, remat
+  config.batch_size, config.eval_batch_size = batch_size, infer_batch_size or batch_size
   config.schedule, config.learning_rate, config.weight_decay = 'constant', 0.01, 5e-4
-  plan = build_lib.fixed_plan(config, models.spec(name).num_classes)
-  # 'auto' as a run resolves it: measured on this machine once, then read from the cache.
-  choice = autoconv.choose(config, plan)
-  built = build_lib.build(config, plan, conv_impls=choice.impls)
-  shape, counts, sharded = built.plan.input_shape, built.summary, built.batch_sharding
+  config_lib.validate(config)
+  return config
+
+
+def _random_batch(built, batch_size: int, with_mask: bool, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  batch = {'image': rng.standard_normal((batch_size, *built.plan.input_shape), np.float32),
+           'label': rng.integers(0, built.plan.num_classes, batch_size).astype(np.int32)}
+  if with_mask:
+    batch['mask'] = np.ones(batch_size, np.float32)
+  return jax.device_put(batch, built.batch_sharding)
+
+
+def _build(config, measure_conv: bool = False):
+  """The run's build of `config`; with `measure_conv`, 'auto' convolutions resolved as a run
+  resolves them (measured on this machine once, then read from the cache)."""
+  plan = build_lib.fixed_plan(config, models.spec(config.model).num_classes)
+  choice = autoconv.choose(config, plan) if measure_conv else None
+  return build_lib.build(config, plan, conv_impls=choice and choice.impls)
+
+
+def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'float32',
+                    conv_impl: str = 'auto', steps: int = 10, warmup: int = 3,
+                    min_seconds: float = 3.0, infer_batch_size: int | None = None,
+                    remat: str = 'none') -> dict:
+  """Compile time, train and eval images/s (medians over >= `steps` timed steps) of one model."""
+  config = step_config(name, batch_size, dtype, conv_impl, remat, infer_batch_size)
+  batch_size, infer_batch_size = config.batch_size, config.eval_batch_size
+  built = _build(config, measure_conv=True)
+  counts = built.summary
   state = built.init()
-  rng = np.random.default_rng(0)
-  spec = models.spec(name)
-  train_batch = jax.device_put({
-      'image': rng.standard_normal((batch_size, *shape), np.float32),
-      'label': rng.integers(0, spec.num_classes, batch_size).astype(np.int32)}, sharded)
-  eval_batch = jax.device_put({
-      'image': rng.standard_normal((infer_batch_size, *shape), np.float32),
-      'label': rng.integers(0, spec.num_classes, infer_batch_size).astype(np.int32),
-      'mask': np.ones(infer_batch_size, np.float32)}, sharded)
+  train_batch = _random_batch(built, batch_size, False)
+  eval_batch = _random_batch(built, infer_batch_size, True)
 
   start = time.perf_counter()
   train_step = built.compile_train(state)
@@ -119,14 +159,262 @@ def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'floa
   return {
       'params': counts.params, 'fwd_macs': counts.macs, 'batch_size': batch_size,
       'dtype': dtype, 'conv_impl': conv_impl, 'conv_impl_train': built.conv_impls[0],
-      'conv_impl_eval': built.conv_impls[1],
+      'conv_impl_eval': built.conv_impls[1], 'remat': remat,
       'compile_s': compile_s, 'train_step_s': train_s, 'train_img_s': batch_size / train_s,
       'train_steps_timed': len(train_times), 'infer_batch_size': infer_batch_size,
       'infer_img_s': infer_batch_size / eval_s,
       'gflop_s': 3 * 2 * counts.macs * batch_size / train_s / 1e9,
+      # This process's high-water mark, whatever ran in it before: per model only in a child of
+      # its own (in_child's peak_mem_bytes).
       'peak_rss_mb': peak_rss_mb(), 'train_step_memory_mb': step_memory_mb(train_step),
       'device_peak_mb': device_peak_mb(),  # cumulative over the process's models
   }
+
+
+def train_step_peak(name: str, batch_size: int, dtype: str = 'float32', conv_impl: str = 'auto',
+                    remat: str = 'none', steps: int = 2) -> dict:
+  """Runs `steps` real train steps of one model at `batch_size` (run it `in_child` to read the
+  peak memory that took): the second step is the first whose state buffers were donated."""
+  built = _build(step_config(name, batch_size, dtype, conv_impl, remat))
+  state = built.init()
+  train_step = built.compile_train(state)
+  batch = _random_batch(built, batch_size, False)
+  for _ in range(steps):
+    state, metrics = train_step(state, batch)
+  jax.block_until_ready(metrics['loss'])
+  return {'batch_size': batch_size, 'steps': steps, 'remat': remat,
+          'train_step_memory_mb': step_memory_mb(train_step)}
+
+
+# ---- One model per process: peak memory of its own ----------------------------------------------
+
+def machine_and_peak(peak: bool = True) -> dict:
+  """machine(), with the float32 matmul rate as `matmul_peak_gflop_s` if `peak`."""
+  out = machine()
+  if peak:
+    out['matmul_peak_gflop_s'] = matmul_peak_gflop_s()
+  return out
+
+
+_CHILD_FUNCTIONS = {'benchmark_model': benchmark_model, 'train_step_peak': train_step_peak,
+                    'machine_and_peak': machine_and_peak}
+_CHILD = 'import sys; from cnn_zoo import benchmark; benchmark._child_main(*sys.argv[1:])'
+
+
+def own_peak_bytes(pid: int | str = 'self') -> int | None:
+  """The peak resident memory of a process's own address space since it started (VmHWM), in
+  bytes; None where /proc does not say (not Linux, or the process has gone)."""
+  try:
+    with open(f'/proc/{pid}/status', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) * 1024  # kB
+  except (OSError, ValueError):
+    pass
+  return None
+
+
+def wait_with_peak(proc: subprocess.Popen, poll_s: float = 0.05) -> tuple[int, int]:
+  """Waits for a child started with subprocess.Popen: its exit code (negative: the signal that
+  killed it) and the highest of its own peak resident memory sampled while it ran, a lower bound
+  that can miss growth in its last `poll_s` (the child's own report at exit is exact). Not
+  os.wait4's ru_maxrss: that counts the parent's resident memory at the fork."""
+  peak = 0
+  while True:
+    pid, status = os.waitpid(proc.pid, os.WNOHANG)
+    if pid:
+      break
+    peak = max(peak, own_peak_bytes(proc.pid) or 0)
+    time.sleep(poll_s)
+  proc.returncode = os.waitstatus_to_exitcode(status)
+  return proc.returncode, peak
+
+
+# Runs a Python script as __main__ and writes its own peak resident memory (VmHWM, bytes) to a
+# file at exit: argv = [peak_file, script, *script_args].
+_REPORT_PEAK = """import atexit, os, runpy, sys
+peak_file, script = sys.argv[1], sys.argv[2]
+def report():
+  with open('/proc/self/status') as f:
+    kib = next(int(l.split()[1]) for l in f if l.startswith('VmHWM:'))
+  with open(peak_file, 'w') as f:
+    f.write(str(kib * 1024))
+atexit.register(report)
+sys.argv = sys.argv[2:]
+sys.path[0] = os.path.dirname(os.path.abspath(script))
+runpy.run_path(script, run_name='__main__')
+"""
+
+
+def exit_reason(code: int) -> str:
+  """A child's exit code in words."""
+  if code < 0:
+    name = signal.Signals(-code).name
+    oom = ' (as the out-of-memory killer does)' if -code == signal.SIGKILL else ''
+    return f'killed by {name}{oom}'
+  return f'exited with status {code}'
+
+
+def in_child(fn: str, **kwargs) -> dict:
+  """`fn(**kwargs)` (benchmark_model, train_step_peak, machine_and_peak) in a fresh Python
+  process, with that
+  process's own peak resident memory added as `peak_mem_bytes`: the model's, not the high-water
+  mark of whatever ran before. A child that fails or is killed gives {'error': one line,
+  'peak_mem_bytes': how far it got (sampled, for a killed one)}; the caller goes on."""
+  if fn not in _CHILD_FUNCTIONS:
+    raise ValueError(f'in_child runs {", ".join(_CHILD_FUNCTIONS)}, not {fn!r}')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (root, os.environ.get('PYTHONPATH')) if p))
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, 'result.json')
+    proc = subprocess.Popen([sys.executable, '-c', _CHILD, fn, json.dumps(kwargs), out], env=env)
+    code, sampled = wait_with_peak(proc)
+    result = {}
+    if os.path.exists(out):
+      with open(out, encoding='utf-8') as f:
+        result = json.load(f)
+  if code != 0 and 'error' not in result:
+    result = {'error': exit_reason(code)}
+  return {**result, 'peak_mem_bytes': max(sampled, result.get('peak_mem_bytes') or 0)}
+
+
+def _child_main(fn: str, kwargs: str, out: str) -> None:
+  try:
+    result = _CHILD_FUNCTIONS[fn](**json.loads(kwargs))
+    code = 0
+  except Exception as e:  # pylint: disable=broad-except  # reported to the parent in one line
+    text = str(e).strip().splitlines()
+    result, code = {'error': f'{type(e).__name__}: {text[0] if text else ""}'.rstrip(': ')}, 1
+  result['peak_mem_bytes'] = own_peak_bytes()
+  with open(out, 'w', encoding='utf-8') as f:
+    json.dump(result, f)
+  sys.exit(code)
+
+
+# ---- The largest batch in a memory budget --------------------------------------------------------
+
+def max_batch(name: str, memory_gb: float, dtype: str = 'float32', conv_impl: str = 'auto',
+              remat: str = 'none', measure: bool = False, max_compiles: int = 16,
+              log=print) -> dict:
+  """The largest train batch whose step fits `memory_gb` GiB by XLA's buffer assignment
+  (`step_memory_mb`, compiled, never run): two compiles fit a line, then compiles around its
+  answer until batch b fits and b + 1 does not. With `measure`, b runs one real step in a
+  child process; if its peak resident memory (which adds the process's own: Python, JAX, the
+  compiled code) exceeds the budget, the search is redone with the budget less that overhead."""
+  if not memory_gb > 0:
+    raise errors.ConfigError(f'memory budget {memory_gb} GB: must be a positive number')
+  budget = int(memory_gb * 2 ** 30)
+  config = step_config(name, 8, dtype, conv_impl, remat)  # a bad name or choice: before compiling
+  built = _build(config)
+  points = {}  # batch -> XLA bytes
+
+  def xla_bytes(b):
+    if b not in points:
+      start = time.perf_counter()
+      points[b] = int(step_memory_mb(built.compile_train(built.abstract_state, b)) * 2 ** 20)
+      log(f'{name}: batch {b}: XLA step memory {points[b] / 2 ** 20:,.0f} MiB '
+          f'(compiled in {time.perf_counter() - start:.0f}s)')
+    return points[b]
+
+  def search(limit):
+    for b in (8, 16):  # a line through two batches: memory = fixed + per-image * batch
+      xla_bytes(b)
+    # The largest batch known to fit, and the smallest larger one known not to.
+    lo = max((b for b, m in points.items() if m <= limit), default=0)
+    hi = min((b for b, m in points.items() if m > limit and b > lo), default=None)
+    tries = 0
+    while hi is None or hi - lo > 1:
+      if len(points) >= max_compiles:
+        break
+      tries += 1
+      near = sorted(points.items(), key=lambda p: abs(p[1] - limit))[:2]
+      (b1, m1), (b2, m2) = near
+      slope = (m2 - m1) / (b2 - b1) if b2 != b1 else 0
+      if tries <= 4 and slope > 0:
+        guess = int(b1 + (limit - m1) / slope)
+      else:  # not linear enough to converge by the line: halve the bracket
+        guess = 2 * lo if hi is None else (lo + hi) // 2
+      b = max(lo + 1, guess if hi is None else min(guess, hi - 1))
+      if xla_bytes(b) <= limit:
+        lo = b
+      else:
+        hi = b
+    return lo, hi
+
+  lo, hi = search(budget)
+  result = {'model': name, 'memory_gb': memory_gb, 'budget_bytes': budget,
+            'search_budget_bytes': budget, 'dtype': dtype, 'conv_impl': conv.resolve(conv_impl),
+            'remat': remat, 'batch_size': lo,
+            'xla_step_bytes': points.get(lo), 'next_batch_size': hi,
+            'next_xla_step_bytes': points.get(hi), 'measured': []}
+  for _ in range(3 if measure and lo else 0):
+    run = in_child('train_step_peak', name=name, batch_size=lo, dtype=dtype,
+                   conv_impl=conv_impl, remat=remat, steps=1)
+    run = {'batch_size': lo, 'xla_step_bytes': points[lo], 'peak_mem_bytes': run['peak_mem_bytes'],
+           **({'error': run['error']} if 'error' in run else {})}
+    result['measured'].append(run)
+    log(f'{name}: batch {lo}: measured peak {run["peak_mem_bytes"] / 2 ** 20:,.0f} MiB'
+        + (f' ({run["error"]})' if 'error' in run else ''))
+    if 'error' not in run and run['peak_mem_bytes'] <= budget:
+      break
+    # What the process needs besides the step's buffers, taken off the budget for another search.
+    overhead = max(run['peak_mem_bytes'] - points[lo], budget // 100)
+    lo, hi = search(budget - overhead)
+    result.update(search_budget_bytes=budget - overhead, batch_size=lo,
+                  xla_step_bytes=points.get(lo), next_batch_size=hi,
+                  next_xla_step_bytes=points.get(hi))
+    if not lo:
+      break
+  if measure and result['measured'] and result['measured'][-1]['batch_size'] == lo:
+    result['measured_peak_bytes'] = result['measured'][-1]['peak_mem_bytes']
+  result['xla_points'] = {str(b): m for b, m in sorted(points.items())}
+  return result
+
+
+# ---- The PyTorch reference, one process per model ------------------------------------------------
+
+def torch_reference(torch_python: str, torch_ref: str, model_names, json_path: str | None = None,
+                    extra_args: str = '', log=print) -> dict:
+  """Runs the PyTorch reference script (torch_ref.py) once per model, each in its own process,
+  and returns its JSON results with each process's own peak resident memory (VmHWM, reported at
+  its exit) as `peak_mem_bytes`; a
+  model whose run fails gets {'error': ...} and the rest go on. Written to `json_path` after
+  every model. The interpreter, the script and the model names are checked first (`--list`)."""
+  for path, what in ((shutil.which(torch_python) or torch_python, '--torch_python'),
+                     (torch_ref, '--torch_ref')):
+    if not os.path.isfile(path):
+      raise errors.NotFoundError(f'{what}={path}: no such file')
+  args = shlex.split(extra_args)
+  check = subprocess.run([torch_python, torch_ref, '--list', '--models', ','.join(model_names)],
+                         capture_output=True, text=True, check=False)
+  if check.returncode != 0:
+    lines = (check.stderr or check.stdout).strip().splitlines() or [exit_reason(check.returncode)]
+    raise errors.ConfigError(f'{torch_ref} --models {",".join(model_names)}: {lines[-1]}')
+  results = {}
+  for name in model_names:
+    with tempfile.TemporaryDirectory() as tmp:
+      out = os.path.join(tmp, 'torch.json')
+      peak_file = os.path.join(tmp, 'peak')
+      proc = subprocess.Popen([torch_python, '-c', _REPORT_PEAK, peak_file, torch_ref,
+                               '--models', name, '--json', out, *args])
+      code, peak = wait_with_peak(proc)
+      measured = {}
+      if code == 0 and os.path.exists(out):
+        with open(out, encoding='utf-8') as f:
+          measured = json.load(f).get(name, {})
+      if os.path.exists(peak_file):  # exact, where the child got to report it
+        with open(peak_file, encoding='utf-8') as f:
+          peak = max(peak, int(f.read()))
+    results[name] = {**measured, 'peak_mem_bytes': peak}
+    if code != 0:
+      results[name]['error'] = exit_reason(code)
+      log(f'{name}: PyTorch reference failed: {exit_reason(code)}')
+    else:
+      log(f'{name}: PyTorch peak memory {peak / 2 ** 20:,.0f} MiB')
+    if json_path:
+      outputs.write_text(json_path, json.dumps(results, indent=2), '--json')
+  return results
 
 
 def input_pipeline(dataset: str, model: str, batch_size: int | None = None, steps: int = 100,
@@ -178,43 +466,89 @@ def machine() -> dict:
 DTYPES = ('float32', 'bfloat16')
 
 
+def _read_results(directory: str, name: str) -> dict:
+  path = os.path.join(directory, name)
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding='utf-8') as f:
+    return {k: v for k, v in json.load(f).items() if not k.startswith('_')}
+
+
+def _cell(value, fmt='{:,.0f}'):
+  return '-' if value is None else fmt.format(value)
+
+
+def _ratio(a, b):
+  return '-' if a is None or b is None else f'{a / b:.2f}x'
+
+
+def _mib(n):
+  return None if n is None else n / 2 ** 20
+
+
+def _rate(value):
+  """Images/s: whole numbers from 100 up, one decimal below (DenseNet trains at 6 img/s)."""
+  return _cell(value, '{:,.0f}' if value is None or value >= 100 else '{:.1f}')
+
+
+def cpu_side_by_side(directory: str) -> str:
+  """Markdown table of cnn_zoo's CPU step beside the PyTorch reference, with each side's
+  per-model peak memory, from the jax_cpu.json and torch_cpu.json that experiments/cpu_table.sh
+  writes; '' when neither is there. Notes below it: models that failed, and inference batches
+  that differ between the sides."""
+  ours = _read_results(directory, 'jax_cpu.json')
+  theirs = _read_results(directory, 'torch_cpu.json')
+  if not ours and not theirs:
+    return ''
+  lines = ['| model | batch | JAX train img/s | PyTorch train img/s | JAX / PyTorch | '
+           'JAX infer img/s | PyTorch infer img/s | JAX peak MiB | PyTorch peak MiB | '
+           'JAX train step MiB (XLA) | JAX compile s |', '|---|---:|' + '---:|' * 9]
+  notes = []
+  for model in list(ours) + [m for m in theirs if m not in ours]:
+    j, t = ours.get(model, {}), theirs.get(model, {})
+    for side, r in (('JAX', j), ('PyTorch', t)):
+      if 'error' in r:
+        notes.append(f'{model}: {side} failed: {r["error"]}')
+    batches = [b for b in (j.get('batch_size'), t.get('train_batch')) if b is not None]
+    batch = ' / '.join(str(b) for b in dict.fromkeys(batches)) or '-'
+    infer = (j.get('infer_batch_size'), t.get('infer_batch'))
+    if None not in infer and infer[0] != infer[1]:
+      notes.append(f'{model}: inference batch JAX {infer[0]}, PyTorch {infer[1]}')
+    lines.append(
+        f'| {model} | {batch} | {_rate(j.get("train_img_s"))} | {_rate(t.get("train_img_s"))} | '
+        f'{_ratio(j.get("train_img_s"), t.get("train_img_s"))} | '
+        f'{_rate(j.get("infer_img_s"))} | {_rate(t.get("infer_img_s"))} | '
+        f'{_cell(_mib(j.get("peak_mem_bytes")))} | {_cell(_mib(t.get("peak_mem_bytes")))} | '
+        f'{_cell(j.get("train_step_memory_mb"))} | {_cell(j.get("compile_s"), "{:.1f}")} |')
+  return '\n'.join(lines + ([''] + notes if notes else []))
+
+
 def side_by_side(directory: str) -> str:
-  """Markdown table of cnn_zoo's step beside the PyTorch reference, from the jax_DTYPE.json and
-  torch_DTYPE.json files that experiments/gpu_table.sh writes; a model measured on one side only
-  shows '-' on the other."""
-
-  def read(name):
-    path = os.path.join(directory, name)
-    if not os.path.exists(path):
-      return {}
-    with open(path, encoding='utf-8') as f:
-      return {k: v for k, v in json.load(f).items() if not k.startswith('_')}
-
-  def cell(value, fmt='{:,.0f}'):
-    return '-' if value is None else fmt.format(value)
-
-  def ratio(a, b):
-    return '-' if a is None or b is None else f'{a / b:.2f}x'
-
+  """Markdown tables of cnn_zoo's step beside the PyTorch reference: the GPU one from the
+  jax_DTYPE.json and torch_DTYPE.json files that experiments/gpu_table.sh writes, the CPU one
+  (cpu_side_by_side) from experiments/cpu_table.sh's; a model measured on one side only shows
+  '-' on the other."""
   lines = ['| model | dtype | JAX train img/s | PyTorch train img/s | JAX / PyTorch | '
            'JAX infer img/s | PyTorch infer img/s | JAX / PyTorch | JAX train step MiB | '
            'PyTorch peak MiB | JAX compile s |', '|---|---|' + '---:|' * 9]
   found = False
   for dtype in DTYPES:
-    ours, theirs = read(f'jax_{dtype}.json'), read(f'torch_{dtype}.json')
+    ours = _read_results(directory, f'jax_{dtype}.json')
+    theirs = _read_results(directory, f'torch_{dtype}.json')
     for model in list(ours) + [m for m in theirs if m not in ours]:
       found = True
       j, t = ours.get(model, {}), theirs.get(model, {})
-      peak = t.get('peak_gpu_mem_bytes')
       lines.append(
-          f'| {model} | {dtype} | {cell(j.get("train_img_s"))} | {cell(t.get("train_img_s"))} | '
-          f'{ratio(j.get("train_img_s"), t.get("train_img_s"))} | '
-          f'{cell(j.get("infer_img_s"))} | {cell(t.get("infer_img_s"))} | '
-          f'{ratio(j.get("infer_img_s"), t.get("infer_img_s"))} | '
-          f'{cell(j.get("train_step_memory_mb"))} | '
-          f'{cell(None if peak is None else peak / 2 ** 20)} | '
-          f'{cell(j.get("compile_s"), "{:.1f}")} |')
-  if not found:
-    raise FileNotFoundError(f'no jax_DTYPE.json or torch_DTYPE.json in {directory}; '
-                            f'DTYPE one of {", ".join(DTYPES)}')
-  return '\n'.join(lines)
+          f'| {model} | {dtype} | {_cell(j.get("train_img_s"))} | '
+          f'{_cell(t.get("train_img_s"))} | {_ratio(j.get("train_img_s"), t.get("train_img_s"))} | '
+          f'{_cell(j.get("infer_img_s"))} | {_cell(t.get("infer_img_s"))} | '
+          f'{_ratio(j.get("infer_img_s"), t.get("infer_img_s"))} | '
+          f'{_cell(j.get("train_step_memory_mb"))} | '
+          f'{_cell(_mib(t.get("peak_gpu_mem_bytes")))} | '
+          f'{_cell(j.get("compile_s"), "{:.1f}")} |')
+  cpu = cpu_side_by_side(directory)
+  if not found and not cpu:
+    raise errors.NotFoundError(f'no jax_DTYPE.json or torch_DTYPE.json (DTYPE one of '
+                            f'{", ".join(DTYPES)}), nor jax_cpu.json or torch_cpu.json, in '
+                            f'{directory}')
+  return '\n\n'.join(t for t in ('\n'.join(lines) if found else '', cpu) if t)
