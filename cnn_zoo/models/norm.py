@@ -24,7 +24,7 @@ EPSILON = 1e-5
 
 # Which BatchNorm `batch_norm` builds: 'vjp' (the class below) or 'flax' (nn.BatchNorm). Read when
 # a model is traced; kept to compare the two.
-IMPL = 'flax'
+IMPL = 'vjp'
 
 
 def _stats(x32, axes):
