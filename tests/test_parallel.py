@@ -2,6 +2,7 @@
 checkpoint saved on 8 devices restored on 1, all agreeing with a single-device run."""
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -218,6 +219,7 @@ def test_shard_params_splits_each_large_leaf_along_its_largest_dimension_the_dev
   leaves = {  # shape -> the expected spec over 8 devices
       (3, 3, 64, 64): P(None, None, 'data', None),  # the first of the largest dimensions
       (300, 64): P(None, 'data'),                    # 300 does not divide by 8; 64 does
+      (8, 4096): P(None, 'data'),                    # both divide: the larger is split
       (100, 300): P(),                               # no dimension divides
       (parallel.MIN_SHARDED_SIZE,): P('data'),       # the smallest leaf that is split
       (parallel.MIN_SHARDED_SIZE - 8,): P(),         # below it: replicated
@@ -248,7 +250,7 @@ def test_a_batch_that_does_not_divide_the_devices_or_processes_is_refused(monkey
   assert str(e.value) == 'batch_size=3 does not divide over the 2 processes'
 
 
-def test_a_multi_process_start_checks_its_ids_and_joins_only_when_asked(monkeypatch):
+def test_a_multi_process_start_checks_its_ids_and_joins_only_when_asked(monkeypatch, caplog):
   joined, updates = [], []
   monkeypatch.setattr(jax.distributed, 'initialize', lambda *a: joined.append(a))
   monkeypatch.setattr(jax.config, 'update', lambda *a: updates.append(a))
@@ -257,15 +259,22 @@ def test_a_multi_process_start_checks_its_ids_and_joins_only_when_asked(monkeypa
   for n, i in ((2, 2), (2, -1), (0, 0)):
     with pytest.raises(errors.ConfigError, match=f'process_id={i} and num_processes={n} must'):
       parallel.initialize('host:1234', n, i)
+  with pytest.raises(errors.ConfigError, match='process_id=-1 and num_processes=0 must'):
+    parallel.initialize('host:1234')  # an address alone is not enough
   assert joined == [] and updates == []
   parallel.initialize()  # a plain machine: stays single-process
   assert joined == []
-  parallel.initialize('host:1234', 2, 1)
-  assert joined == [('host:1234', 2, 1)]
-  assert updates == [('jax_cpu_collectives_implementation', 'gloo')]
+  caplog.set_level(logging.INFO)
+  for n, i in ((2, 1), (2, 0), (1, 0)):  # the first, the last and a lone process
+    parallel.initialize('host:1234', n, i)
+    assert joined[-1] == ('host:1234', n, i)
+  assert updates == [('jax_cpu_collectives_implementation', 'gloo')] * 3
+  assert caplog.records[-1].getMessage() == (
+      f'process {jax.process_index()} of {jax.process_count()}, {jax.local_device_count()} local '
+      f'and {jax.device_count()} global devices')
   for variable in ('SLURM_JOB_ID', 'TPU_WORKER_HOSTNAMES', 'OMPI_COMM_WORLD_SIZE'):
     monkeypatch.setenv(variable, '1')
     parallel.initialize()  # JAX's own detection
     assert joined[-1] == ()
     monkeypatch.delenv(variable)
-  assert len(joined) == 4
+  assert len(joined) == 6
