@@ -145,8 +145,28 @@ def test_a_workdir_of_another_config_is_refused_and_overwrite_removes_exactly_th
       f'{defaults.batch_size!r}, learning_rate=0.5 -> {defaults.learning_rate!r}, model=\'vgg11\' '
       f'-> {defaults.model!r}, ...); choose another --workdir or pass --overwrite to replace it')
   assert sorted(os.listdir(workdir)) == before
+  with pytest.raises(workdir_lib.WorkdirError) as e:  # three fields: all shown, no '...'
+    workdir_lib.check_same_run(workdir, _config_json(seed=1, learning_rate=0.5, batch_size=8),
+                               overwrite=False)
+  assert str(e.value) == (
+      f'workdir {workdir} holds a run of a different config (model=\'vgg11\' -> '
+      f'{defaults.model!r}); choose another --workdir or pass --overwrite to replace it')
+  with pytest.raises(workdir_lib.WorkdirError, match=r"\(batch_size=8 -> .*, model='vgg11' -> "
+                     r"'[a-z0-9_]+'\); choose"):
+    workdir_lib.check_same_run(workdir, _config_json(seed=1, learning_rate=0.5, batch_size=16),
+                               overwrite=False)
   workdir_lib.check_same_run(workdir, _config_json(), overwrite=True)
   assert os.listdir(workdir) == ['notes.txt']
+
+
+def test_a_run_from_before_a_field_existed_is_the_same_run_at_its_default(tmp_path):
+  saved = json.loads(_config_json())
+  del saved['remat'], saved['weight_decay']
+  with open(tmp_path / 'config.json', 'w', encoding='utf-8') as f:
+    json.dump(saved, f)
+  workdir_lib.check_same_run(str(tmp_path), _config_json(), overwrite=False)
+  with pytest.raises(workdir_lib.WorkdirError, match=r"\(remat='none' -> 'blocks'\)"):
+    workdir_lib.check_same_run(str(tmp_path), _config_json(remat='blocks'), overwrite=False)
 
 
 @pytest.mark.parametrize('content, reason', [('{"seed": ', 'JSONDecodeError'),
@@ -176,3 +196,13 @@ def test_a_workdir_is_created_and_one_under_a_regular_file_is_named(tmp_path):
     workdir_lib.prepare(str(blocker / 'run'))
   assert str(e.value) == (f'workdir {blocker / "run"}: {blocker} is a file, not a directory; '
                           'choose another --workdir')
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs Linux /proc')
+def test_a_workdir_that_cannot_be_created_or_written_is_named():
+  """/proc refuses new files and directories even to root, as a read-only disk would."""
+  from cnn_zoo import errors
+  with pytest.raises(errors.StorageError, match=r'^cannot create workdir /proc/cnn_zoo_run: \w'):
+    workdir_lib.prepare('/proc/cnn_zoo_run')
+  with pytest.raises(errors.StorageError, match=r'^workdir /proc cannot be written: \w'):
+    workdir_lib.prepare('/proc')  # exists, but takes no file
