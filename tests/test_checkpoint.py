@@ -63,6 +63,33 @@ def test_a_restore_is_bit_identical_and_only_the_newest_are_kept(tmp_path):
   assert not checkpoint.exists(other)
 
 
+def test_three_are_kept_by_default_and_only_a_forced_save_goes_back_in_steps(tmp_path):
+  ckpt = checkpoint.Checkpoints(str(tmp_path))
+  for step in (1, 2, 3, 4):
+    ckpt.save(_state(step))
+  ckpt.wait()
+  assert ckpt.all_steps() == [2, 3, 4]
+  ckpt.save(_state(1))  # older than the newest: not a checkpoint the run needs
+  ckpt.wait()
+  assert ckpt.all_steps() == [2, 3, 4]
+  ckpt.save(_state(1), force=True)  # as a converted run's single save is forced
+  ckpt.wait()
+  assert 1 in ckpt.all_steps()
+  ckpt.close()
+
+
+def test_only_numbered_directories_are_step_directories(tmp_path):
+  workdir = str(tmp_path)
+  _saved(workdir, (1, 2)).close()
+  directory = os.path.join(workdir, 'checkpoints')
+  os.makedirs(os.path.join(directory, 'notes'))
+  open(os.path.join(directory, '7'), 'w').close()  # a file, not a step directory
+  ckpt = checkpoint.Checkpoints(workdir)
+  assert ckpt._step_dirs() == [1, 2] and not os.path.exists(os.path.join(workdir, checkpoint.DAMAGED))
+  _assert_same(ckpt.restore_latest(_state(0)), _state(2))
+  ckpt.close()
+
+
 def test_damaged_step_directories_are_moved_aside_and_the_previous_one_restored(tmp_path, caplog):
   workdir = str(tmp_path)
   _saved(workdir, (1, 2, 3)).close()
@@ -100,9 +127,46 @@ def test_damaged_step_directories_are_moved_aside_and_the_previous_one_restored(
       f'copy); left it in {directory}/9 and trying the previous one']
 
 
+def test_a_reader_that_leaves_damage_in_place_still_restores_the_previous_step(tmp_path):
+  """What a process other than the first (or prediction) does: the directory is shared."""
+  workdir = str(tmp_path)
+  _saved(workdir, (1, 2, 3)).close()
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '3', 'default'))
+  ckpt = checkpoint.Checkpoints(workdir, move_damaged=False)
+  _assert_same(ckpt.restore_latest(_state(0)), _state(2))
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', '3'))
+  ckpt.close()
+
+
+@pytest.mark.parametrize('error, reason', [
+    (ValueError('bad bytes\nin the second line'), 'ValueError: bad bytes'),
+    (RuntimeError('  '), 'RuntimeError: '),
+    (OSError('x' * 300), 'OSError: ' + 'x' * 191)])  # cut at 200 characters
+def test_the_reason_a_checkpoint_is_unreadable_is_its_errors_type_and_first_line(
+    tmp_path, caplog, monkeypatch, error, reason):
+  workdir = str(tmp_path)
+  _saved(workdir, (1, 2)).close()
+  restore = checkpoint.ocp.CheckpointManager.restore
+
+  def fail_at_2(manager, step, *args, **kwargs):
+    if step == 2:
+      raise error
+    return restore(manager, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint.ocp.CheckpointManager, 'restore', fail_at_2)
+  caplog.set_level(logging.WARNING)
+  ckpt = checkpoint.Checkpoints(workdir)
+  _assert_same(ckpt.restore_latest(_state(0)), _state(1))
+  ckpt.close()
+  damaged = os.path.join(workdir, checkpoint.DAMAGED, '2')
+  assert [r.getMessage() for r in caplog.records if 'unreadable' in r.getMessage()] == [
+      f'checkpoint at step 2 is unreadable ({reason}); moved it to {damaged} and trying the '
+      f'previous one']
+
+
 def test_a_full_disk_is_one_line_naming_the_checkpoint_kept_and_other_errors_propagate(tmp_path):
   workdir = str(tmp_path)
-  ckpt = _saved(workdir, (1, 2))
+  ckpt = _saved(workdir, (1, 2, 3))
   full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
   def refuse(error):
@@ -110,7 +174,7 @@ def test_a_full_disk_is_one_line_naming_the_checkpoint_kept_and_other_errors_pro
       raise error
     return fail
 
-  for call, method in ((lambda: ckpt.save(_state(3)), 'save'),
+  for call, method in ((lambda: ckpt.save(_state(4)), 'save'),
                        (ckpt.wait, 'wait_until_finished')):
     real = getattr(ckpt._manager, method)
     setattr(ckpt._manager, method, refuse(full))
@@ -118,7 +182,7 @@ def test_a_full_disk_is_one_line_naming_the_checkpoint_kept_and_other_errors_pro
       call()
     assert str(e.value) == (
         f'cannot write a checkpoint to {ckpt.directory}: No space left on device; the checkpoint '
-        f'at step 2 is kept; free space (or fix the permissions) and rerun the same command to '
+        f'at step 3 is kept; free space (or fix the permissions) and rerun the same command to '
         f'resume')
     assert e.value.__cause__ is full
     bug = ValueError('not a storage error')
