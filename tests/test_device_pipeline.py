@@ -278,3 +278,12 @@ def test_put_keeps_the_resize_mode_and_holds_int32_labels():
     assert split.labels.dtype == jnp.int32 and split.images.shape == (2, 32, 32, 1)
     np.testing.assert_array_equal(split.labels, [3, 250])
     assert split.images.sharding == sharding and len(split) == 2
+
+
+def test_a_split_resized_in_chunks_keeps_every_example_once_and_in_order():
+  """Resizing goes 1024 examples at a time (memory): more than one chunk must come back whole."""
+  n = 1100
+  images = (np.arange(n) % 251).astype(np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 1), np.uint8)
+  fitted = dp.fit(images, (12, 12, 1), 'resize')
+  assert fitted.shape == (n, 12, 12, 1)
+  np.testing.assert_allclose(fitted[:, 5, 5, 0], (np.arange(n) % 251) / 255.0, atol=1e-5)
