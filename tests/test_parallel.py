@@ -2,6 +2,7 @@
 checkpoint saved on 8 devices restored on 1, all agreeing with a single-device run."""
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -12,8 +13,9 @@ import jax
 import numpy as np
 import optax
 import pytest
+from jax.sharding import AbstractMesh, PartitionSpec as P
 
-from cnn_zoo import models, parallel
+from cnn_zoo import errors, models, parallel
 from cnn_zoo.train import inference, loop
 from cnn_zoo.train import state as state_lib
 
@@ -194,3 +196,85 @@ def test_a_batch_that_does_not_divide_the_devices_is_refused_before_compiling(re
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
       'error: batch_size=36 does not divide over the 8 devices; choose a multiple of 8')
+
+
+# The mesh and its shardings, in this process (one device; an abstract mesh stands for eight).
+
+
+def test_the_mesh_spans_every_device_on_one_data_axis():
+  m = parallel.mesh()
+  assert m.axis_names == ('data',) and m.shape['data'] == jax.device_count()
+  assert list(m.devices.flat) == jax.devices()
+  assert parallel.replicated(m).spec == P() and parallel.batch_sharded(m).spec == P('data')
+  batch = parallel.global_batch({'image': np.arange(12.0).reshape(4, 3), 'label': np.arange(4)}, m)
+  assert set(batch) == {'image', 'label'}
+  for k, v in batch.items():
+    assert v.sharding == parallel.batch_sharded(m), k
+  np.testing.assert_array_equal(batch['image'], np.arange(12.0).reshape(4, 3))
+  np.testing.assert_array_equal(batch['label'], np.arange(4))
+
+
+def test_shard_params_splits_each_large_leaf_along_its_largest_dimension_the_devices_divide():
+  eight = AbstractMesh((8,), ('data',))
+  leaves = {  # shape -> the expected spec over 8 devices
+      (3, 3, 64, 64): P(None, None, 'data', None),  # the first of the largest dimensions
+      (300, 64): P(None, 'data'),                    # 300 does not divide by 8; 64 does
+      (8, 4096): P(None, 'data'),                    # both divide: the larger is split
+      (100, 300): P(),                               # no dimension divides
+      (parallel.MIN_SHARDED_SIZE,): P('data'),       # the smallest leaf that is split
+      (parallel.MIN_SHARDED_SIZE - 8,): P(),         # below it: replicated
+      (): P(),
+  }
+  state = {str(s): jax.ShapeDtypeStruct(s, np.float32) for s in leaves}
+  sharded = parallel.state_shardings(state, eight, shard_params=True)
+  assert {k: v.spec for k, v in sharded.items()} == {str(s): p for s, p in leaves.items()}
+  assert all(v.mesh == eight for v in sharded.values())
+  # Without shard_params, or on one device, every leaf is replicated.
+  one = AbstractMesh((1,), ('data',))
+  for m, shard in ((eight, False), (one, True), (one, False)):
+    found = parallel.state_shardings(state, m, shard_params=shard)
+    assert {v.spec for v in found.values()} == {P()}, (m, shard)
+
+
+def test_a_batch_that_does_not_divide_the_devices_or_processes_is_refused(monkeypatch):
+  monkeypatch.setattr(jax, 'device_count', lambda: 8)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  parallel.check_batch_size(16)
+  with pytest.raises(errors.ConfigError) as e:
+    parallel.check_batch_size(36, 'eval_batch_size')
+  assert str(e.value) == ('eval_batch_size=36 does not divide over the 8 devices; '
+                          'choose a multiple of 8')
+  monkeypatch.setattr(jax, 'device_count', lambda: 1)
+  with pytest.raises(errors.ConfigError) as e:
+    parallel.check_batch_size(3)
+  assert str(e.value) == 'batch_size=3 does not divide over the 2 processes'
+
+
+def test_a_multi_process_start_checks_its_ids_and_joins_only_when_asked(monkeypatch, caplog):
+  joined, updates = [], []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda *a: joined.append(a))
+  monkeypatch.setattr(jax.config, 'update', lambda *a: updates.append(a))
+  for variable in ('SLURM_JOB_ID', 'TPU_WORKER_HOSTNAMES', 'OMPI_COMM_WORLD_SIZE'):
+    monkeypatch.delenv(variable, raising=False)
+  for n, i in ((2, 2), (2, -1), (0, 0)):
+    with pytest.raises(errors.ConfigError, match=f'process_id={i} and num_processes={n} must'):
+      parallel.initialize('host:1234', n, i)
+  with pytest.raises(errors.ConfigError, match='process_id=-1 and num_processes=0 must'):
+    parallel.initialize('host:1234')  # an address alone is not enough
+  assert joined == [] and updates == []
+  parallel.initialize()  # a plain machine: stays single-process
+  assert joined == []
+  caplog.set_level(logging.INFO)
+  for n, i in ((2, 1), (2, 0), (1, 0)):  # the first, the last and a lone process
+    parallel.initialize('host:1234', n, i)
+    assert joined[-1] == ('host:1234', n, i)
+  assert updates == [('jax_cpu_collectives_implementation', 'gloo')] * 3
+  assert caplog.records[-1].getMessage() == (
+      f'process {jax.process_index()} of {jax.process_count()}, {jax.local_device_count()} local '
+      f'and {jax.device_count()} global devices')
+  for variable in ('SLURM_JOB_ID', 'TPU_WORKER_HOSTNAMES', 'OMPI_COMM_WORLD_SIZE'):
+    monkeypatch.setenv(variable, '1')
+    parallel.initialize()  # JAX's own detection
+    assert joined[-1] == ()
+    monkeypatch.delenv(variable)
+  assert len(joined) == 6

@@ -90,7 +90,9 @@ def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
   if not fields:
     return
   if not overwrite:
-    shown = ', '.join(f'{k}={saved.get(k)!r} -> {json.loads(config_json).get(k)!r}'
+    # A field the saved run predates is shown at the value it ran with, as it was compared.
+    ran_with = {**defaults, **config_lib.LEGACY, **saved}
+    shown = ', '.join(f'{k}={ran_with.get(k)!r} -> {json.loads(config_json).get(k)!r}'
                       for k in fields[:3])
     raise WorkdirError(f'workdir {workdir} holds a run of a different config ({shown}'
                        f'{", ..." if len(fields) > 3 else ""}); choose another --workdir or pass '
