@@ -246,6 +246,13 @@ runpy.run_path(script, run_name='__main__')
 """
 
 
+def exit_if_failed(failed: list[str], total: int) -> None:
+  """After every model has had its turn: one line naming those that failed, and exit status 1."""
+  if failed:
+    print(f'error: {len(failed)} of {total} models failed: {", ".join(failed)}', file=sys.stderr)
+    sys.exit(1)
+
+
 def exit_reason(code: int) -> str:
   """A child's exit code in words."""
   if code < 0:

@@ -115,17 +115,15 @@ def _run():
               f'{r["peak_mem_bytes"] / 2 ** 20:,.0f} MiB)', file=sys.stderr, flush=True)
       else:
         print(f'{name}: {r["params"]:,} params, batch {r["batch_size"]}, compile '
-              f'{r["compile_s"]:.1f}s, train {r["train_img_s"]:.1f} img/s ({r["conv_impl_train"]}), '
-              f'infer {r["infer_img_s"]:.1f} img/s ({r["conv_impl_eval"]}), {r["gflop_s"]:.1f} GFLOP/s, train step memory '
+              f'{r["compile_s"]:.1f}s, train {r["train_img_s"]:.1f} img/s '
+              f'({r["conv_impl_train"]}), infer {r["infer_img_s"]:.1f} img/s '
+              f'({r["conv_impl_eval"]}), {r["gflop_s"]:.1f} GFLOP/s, train step memory '
               f'{r["train_step_memory_mb"]:.0f} MiB, peak memory '
               f'{r["peak_mem_bytes"] / 2 ** 20:,.0f} MiB', flush=True)
     results[name] = r
     if _JSON.value:  # after every model, so that a run cut short keeps what it measured
       outputs.write_text(_JSON.value, json.dumps(results, indent=2), '--json')
-  if failed:
-    print(f'error: {len(failed)} of {len(_MODELS.value)} models failed: {", ".join(failed)}',
-          file=sys.stderr)
-    sys.exit(1)
+  benchmark.exit_if_failed(failed, len(_MODELS.value))
 
 
 def main(argv):

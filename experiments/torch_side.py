@@ -11,7 +11,6 @@ run fails gets `error` and the others go on. experiments/cpu_table.sh runs this 
 experiments.benchmark and prints the table.
 """
 
-import sys
 
 from absl import app, flags
 
@@ -31,11 +30,7 @@ def _run():
     outputs.writable_file(_JSON.value, '--json')
   results = benchmark.torch_reference(_PYTHON.value, _REF.value, _MODELS.value, _JSON.value,
                                       _ARGS.value)
-  failed = [name for name, r in results.items() if 'error' in r]
-  if failed:
-    print(f'error: {len(failed)} of {len(results)} models failed: {", ".join(failed)}',
-          file=sys.stderr)
-    sys.exit(1)
+  benchmark.exit_if_failed([name for name, r in results.items() if 'error' in r], len(results))
 
 
 def main(argv):

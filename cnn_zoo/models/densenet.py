@@ -22,11 +22,10 @@ from cnn_zoo.models import remat as remat_lib
 
 # A block's features are kept as the list of the pieces it concatenates (its input, then each
 # layer's `growth_rate` new channels), never as a growing concatenation: the concatenation a layer
-# reads is built inside the layer and, with remat, not kept for the backward pass, so a block's
-# memory grows linearly with its layers (Pleiss et al. 2017, "Memory-efficient implementation of
-# DenseNets"), not quadratically. In train mode a piece's batch statistics are computed once, when
-# it is made, and shared by every BatchNorm that reads it: they are the statistics of the same
-# channels over the same batch.
+# reads is built inside the layer and, with remat, not kept for the backward pass but rebuilt from
+# the pieces (Pleiss et al. 2017, "Memory-efficient implementation of DenseNets"). In train mode a
+# piece's batch statistics are computed once, when it is made, and shared by every BatchNorm that
+# reads it: they are the statistics of the same channels over the same batch.
 
 
 def moments(x):
