@@ -48,7 +48,9 @@ def _max_relative(a, b):
              for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
-@pytest.mark.parametrize('name', sorted(BLOCK_MODELS))
+# GoogLeNet's cases compile for over two minutes each on 2 cores: behind the slow marker.
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n == 'googlenet_cifar'
+                                  else n for n in sorted(BLOCK_MODELS)])
 @pytest.mark.parametrize('policy', ['blocks', 'dots'])
 def test_remat_gives_the_same_loss_gradients_and_statistics(name, policy):
   size, overrides = BLOCK_MODELS[name]
@@ -133,7 +135,7 @@ class _Layer(nn.Module):
                    name='Conv_1')(y)
 
 
-@pytest.mark.parametrize('policy', ['none', 'blocks'])
+@pytest.mark.parametrize('policy', ['none', pytest.param('blocks', marks=pytest.mark.slow)])
 def test_densenet_pieces_compute_what_concatenation_computes(policy):
   """Outputs (train and eval), loss gradients and updated BatchNorm statistics of the zoo's
   DenseNet-BC equal those of the concatenating reference with the same variables."""
