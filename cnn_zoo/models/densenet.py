@@ -29,11 +29,9 @@ from cnn_zoo.models import remat as remat_lib
 
 
 def moments(x):
-  """Per-channel batch mean and (biased) variance of NHWC `x`, computed as flax's BatchNorm
-  computes them (float32 at least; E[x^2] - E[x]^2, clipped at 0)."""
-  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  mean, mean_of_squares = x.mean((0, 1, 2)), lax.square(x).mean((0, 1, 2))
-  return mean, jnp.maximum(0.0, mean_of_squares - lax.square(mean))
+  """Per-channel batch mean and (biased) variance of NHWC `x`, as BatchNorm computes them (in
+  float32 at least)."""
+  return norm.batch_stats(x.astype(jnp.promote_types(x.dtype, jnp.float32)))
 
 
 class SharedStatsBatchNorm(nn.Module):

@@ -27,7 +27,7 @@ EPSILON = 1e-5
 IMPL = 'vjp'
 
 
-def _stats(x32, axes):
+def batch_stats(x32, axes=(0, 1, 2)):
   """Batch mean and biased variance as flax computes them: E[x^2] - E[x]^2, clipped at 0."""
   mean = x32.mean(axes)
   var = jnp.maximum(0.0, jnp.square(x32).mean(axes) - jnp.square(mean))
@@ -44,7 +44,7 @@ def _train_norm(x, scale, bias, epsilon, dtype):
 def _train_norm_fwd_values(x, scale, bias, epsilon, dtype):
   axes = tuple(range(x.ndim - 1))
   x32 = x.astype(jnp.promote_types(dtype, jnp.float32))
-  mean, var = _stats(x32, axes)
+  mean, var = batch_stats(x32, axes)
   inv_std = jax.lax.rsqrt(var + epsilon)
   centred = x32 - mean
   # The output in flax's order of operations, so forward values match it to the last bit.
