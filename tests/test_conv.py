@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from cnn_zoo import models
-from cnn_zoo.models import conv
+from cnn_zoo.models import conv, remat
 from cnn_zoo.train import state as state_lib, step as step_lib
 
 DN = ('NHWC', 'HWIO', 'NHWC')
@@ -155,3 +155,40 @@ def test_a_bfloat16_model_trains_in_float32_with_bfloat16_products():
     losses[impl] = float(metrics['loss'])
   assert losses['im2col'] != losses['im2col_bf16']
   np.testing.assert_allclose(losses['im2col_bf16'], losses['im2col'], rtol=1e-2)
+
+
+def _resnet_step(conv_impl='xla'):
+  """A ResNet-20 train step on 16x16 images, compiled as a CPU train step is compiled."""
+  model = models.get('resnet20', conv_impl=conv_impl)
+  state = state_lib.create(model, optax.sgd(0.1, momentum=0.9), (16, 16, 3), seed=0)
+  batch = {'image': jax.random.normal(jax.random.key(3), (8, 16, 16, 3)),
+           'label': jnp.arange(8, dtype=jnp.int32)}
+  compiled = jax.jit(step_lib.train_step).lower(state, batch).compile(
+      compiler_options=remat.compiler_options('none', 'cpu'))
+  return compiled, state, batch
+
+
+def test_the_xla_convolution_on_cpu_keeps_its_barrier_through_compilation():
+  """The barrier on each convolution's input survives XLA's CPU pipeline in a train step (the
+  pass that removes it is disabled), so the weight gradients read materialised inputs."""
+  compiled, state, batch = _resnet_step()
+  assert compiled.as_text().count('opt-barrier') >= 19  # one per convolution of ResNet-20
+  default = jax.jit(step_lib.train_step).lower(state, batch).compile()
+  assert 'opt-barrier' not in default.as_text()
+  assert remat.compiler_options('none', 'gpu') == {}
+  assert remat.compiler_options('blocks', 'gpu') == conv.KEEP_BARRIERS
+
+
+def test_the_barrier_changes_no_value(monkeypatch):
+  results = []
+  for barrier in (True, False):
+    if not barrier:
+      monkeypatch.setattr(conv, 'barrier_conv', lax.conv_general_dilated)
+    compiled, state, batch = _resnet_step()
+    assert ('opt-barrier' in compiled.as_text()) == barrier
+    new_state, metrics = compiled(state, batch)
+    results.append((metrics['loss'], new_state.params, new_state.batch_stats))
+  (loss0, params0, stats0), (loss1, params1, stats1) = results
+  np.testing.assert_allclose(loss0, loss1, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves((params0, stats0)), jax.tree.leaves((params1, stats1))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

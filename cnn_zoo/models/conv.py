@@ -13,6 +13,13 @@ config.conv_impl), so `module.apply` anywhere computes what training computes.
 float32 accumulation, for CPUs whose bfloat16 units (AVX-512-BF16, AMX) multiply several times
 faster than float32; activations, parameters and the optimizer stay float32.
 
+`xla` on CPU puts an optimisation barrier on each convolution's input (`barrier_conv`): the input
+is then a materialised array that the weight gradient's transposing copy reads, instead of a
+fusion that recomputes the stage's BatchNorms, ReLUs and residual adds with a strided read. XLA's
+CPU pipeline removes barriers early (its `cse_barrier_expander` pass) unless the step is compiled
+with `KEEP_BARRIERS`, as every CPU train step is (`cnn_zoo.train.build`); elsewhere the barrier is
+gone before fusion and the step is what it was. The values computed are the same either way.
+
 A model built with 'auto' computes with `resolve('auto')`: im2col on CPU, XLA elsewhere. Runs and
 the benchmark instead measure which is faster on the machine at hand (`cnn_zoo.train.autoconv`)
 and build with the concrete choice.
@@ -27,6 +34,8 @@ import jax.numpy as jnp
 
 CONV_IMPLS = ('auto', 'xla', 'im2col', 'im2col_bf16')
 CONCRETE_IMPLS = ('xla', 'im2col', 'im2col_bf16')  # what 'auto' can become
+# XLA options that keep optimisation barriers until fusion: for `barrier_conv` and jax.checkpoint.
+KEEP_BARRIERS = {'xla_disable_hlo_passes': 'cse_barrier_expander'}
 
 
 @jax.custom_vjp
@@ -94,6 +103,12 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   return y.reshape(n, oh, ow, cout)
 
 
+def barrier_conv(lhs, rhs, *args, **kwargs):
+  """`lax.conv_general_dilated` of an input that XLA may not fuse into its consumers (the module
+  docstring says why)."""
+  return lax.conv_general_dilated(lax.optimization_barrier(lhs), rhs, *args, **kwargs)
+
+
 def resolve(conv_impl: str, platform: str | None = None) -> str:
   """The concrete implementation a model built with `conv_impl` computes with, unmeasured."""
   if conv_impl not in CONV_IMPLS:
@@ -113,4 +128,6 @@ def conv_module(conv_impl: str):
   if impl == 'im2col_bf16':
     return functools.partial(nn.Conv,
                              conv_general_dilated=functools.partial(im2col_conv, bf16=True))
+  if jax.default_backend() == 'cpu':
+    return functools.partial(nn.Conv, conv_general_dilated=barrier_conv)
   return nn.Conv
