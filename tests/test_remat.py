@@ -160,20 +160,19 @@ def test_densenet_pieces_compute_what_concatenation_computes(policy):
 
 def _train_step_temp_bytes(layers: int, policy: str) -> int:
   config = config_lib.defaults()
-  config.model, config.remat, config.batch_size, config.image_size = 'densenet_bc_100', policy, 8, 8
+  config.model, config.remat, config.batch_size, config.image_size = 'densenet_bc_100', policy, 8, 32
   config.model_kwargs = {'block_sizes': (layers,)}
   built = build_lib.build(config, build_lib.fixed_plan(config, 10))
   compiled = built.compile_train(jax.eval_shape(built.init))
   return compiled.memory_analysis().temp_size_in_bytes
 
 
-def test_remat_cuts_a_dense_blocks_memory_and_its_growth():
-  """The train step's temporaries (XLA's buffer assignment) for one dense block of 8 and 32
-  layers: remat keeps under a third of what the step keeps without it, and what it adds from 8
-  to 32 layers is under a third too. (Without remat the 32-layer block keeps 6x the 8-layer one:
-  every layer's concatenated input.)"""
-  temp = {(layers, policy): _train_step_temp_bytes(layers, policy)
-          for layers in (8, 32) for policy in ('none', 'blocks')}
-  assert temp[32, 'blocks'] < temp[32, 'none'] / 3, temp
-  assert (temp[32, 'blocks'] - temp[8, 'blocks']) < (temp[32, 'none'] - temp[8, 'none']) / 3, temp
-  assert temp[32, 'none'] > 4 * temp[8, 'none'], temp  # quadratic without remat
+def test_remat_makes_a_dense_blocks_memory_linear_in_its_depth():
+  """The train step's temporaries (XLA's buffer assignment) for one dense block of 8, 16 and 32
+  layers at 32x32, batch 8. With remat each doubling of the depth adds about twice what the
+  previous one added (linear; measured 15 then 31 MiB), where without `accumulate_here` it added
+  3.6x (159 after 44 MiB); and the 32-layer block keeps under an eighth of what it keeps without
+  remat (measured 95 against 1,223 MiB)."""
+  temp = {layers: _train_step_temp_bytes(layers, 'blocks') for layers in (8, 16, 32)}
+  assert temp[32] - temp[16] < 2.3 * (temp[16] - temp[8]), temp
+  assert temp[32] < _train_step_temp_bytes(32, 'none') / 8, temp

@@ -28,6 +28,31 @@ from cnn_zoo.models import remat as remat_lib
 # reads it: they are the statistics of the same channels over the same batch.
 
 
+@jax.custom_vjp
+def accumulate_here(pieces):
+  """The identity on a block's pieces, whose gradients are summed here in the backward pass.
+
+  Each piece's gradient is a sum over every later layer that reads it. Left to itself, XLA fuses
+  each such sum into one kernel that reads a slice of every later layer's gradient, keeping all
+  of those alive until the block's first piece has its gradient: memory quadratic in the depth
+  even with remat. An optimisation barrier on the running sums between layers makes each layer's
+  gradient fold into them and die (memory linear in the depth, as Pleiss et al.'s shared buffers
+  make it); it is kept where barriers are (`conv.KEEP_BARRIERS`).
+  """
+  return pieces
+
+
+def _accumulate_fwd(pieces):
+  return pieces, None
+
+
+def _accumulate_bwd(_, cotangents):
+  return (lax.optimization_barrier(cotangents),)
+
+
+accumulate_here.defvjp(_accumulate_fwd, _accumulate_bwd)
+
+
 def moments(x):
   """Per-channel batch mean and (biased) variance of NHWC `x`, as BatchNorm computes them (in
   float32 at least)."""
@@ -120,6 +145,7 @@ class DenseNet(nn.Module):
     for i, size in enumerate(self.block_sizes):
       pieces, stats = [x], [piece_moments(x)]
       for _ in range(size):
+        pieces = list(accumulate_here(tuple(pieces)))
         y = layer(self.growth_rate, self.bn_size, dtype=self.dtype, weight_init=self.weight_init,
                   conv_impl=self.conv_impl)((tuple(pieces), tuple(stats)), train)
         pieces.append(y)
