@@ -1,5 +1,6 @@
 """Every registered model: exact parameter counts, MACs, smallest input, and a forward pass in train
-and eval mode (BatchNorm statistics, dropout). ImageNet-size forward passes are marked slow."""
+and eval mode (BatchNorm statistics, dropout). ImageNet-size forward passes and the deeper CIFAR
+ResNets are marked slow."""
 
 import functools
 import math
@@ -50,7 +51,10 @@ HAS_DROPOUT = {'alexnet', 'zfnet', 'googlenet', 'googlenet_cifar',
 
 IMAGENET = [n for n in models.names() if models.input_shape(n)[0] == 224]
 SMALL = [n for n in models.names() if models.input_shape(n)[0] <= 32]
-ALL_FORWARD = SMALL + [pytest.param(n, marks=pytest.mark.slow) for n in IMAGENET]
+# The deeper CIFAR ResNets are resnet20's constructor with more blocks (20-60 s each to compile).
+DEEP_CIFAR = {'resnet44', 'resnet56', 'resnet110'}
+ALL_FORWARD = ([pytest.param(n, marks=pytest.mark.slow) if n in DEEP_CIFAR else n for n in SMALL]
+               + [pytest.param(n, marks=pytest.mark.slow) for n in IMAGENET])
 
 
 @functools.cache
