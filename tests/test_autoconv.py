@@ -71,6 +71,17 @@ def test_the_second_call_reads_the_cache_without_measuring(cache_dir):
   assert len(fake.calls) == 2
 
 
+def test_a_change_to_the_implementations_code_measures_again(cache_dir, monkeypatch):
+  config = _config()
+  fake = FakeMeasure({'xla': 1.0, 'im2col': 2.0}, {'xla': 1.0, 'im2col': 2.0})
+  autoconv.choose(config, _plan(config), fake)
+  assert json.loads(next(iter(json.loads((cache_dir / 'conv_impl.json').read_text()))))[
+      'conv_code'] == autoconv.code_digest()
+  monkeypatch.setattr(autoconv, 'code_digest', lambda: 'edited')
+  assert autoconv.choose(config, _plan(config), fake).source == 'measured'
+  assert len(fake.calls) == 2
+
+
 def test_a_corrupt_cache_is_ignored_with_a_warning_and_rewritten(cache_dir, caplog):
   cache_dir.mkdir()
   (cache_dir / 'conv_impl.json').write_text('{"half a file')

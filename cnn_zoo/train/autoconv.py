@@ -11,12 +11,15 @@ keeps the fixed rule instead (`mode`).
 Only runs (`loop`) and the step benchmark call `choose`; a model built elsewhere with 'auto'
 computes with `conv.resolve('auto')`. The cache is one JSON file,
 $CNN_ZOO_CACHE_DIR/conv_impl.json (default ~/.cache/cnn_zoo/), keyed by the machine (CPU model,
-the instruction sets that matter, core count), the JAX version, the model and its shapes, dtype,
-remat and the step; a damaged file is ignored with a warning and rewritten. A run records its
+the instruction sets that matter, core count), the JAX version, the code of the implementations
+(`code_digest`: a choice measured before a change to them is measured again), the model and its
+shapes, dtype, remat and the step; a damaged file is ignored with a warning and rewritten. A run records its
 choice in WORKDIR/conv_impl.json and a resumed run holds to it, so that it computes as it began.
 """
 
 import dataclasses
+import hashlib
+import inspect
 import json
 import os
 import platform
@@ -86,12 +89,17 @@ def cache_path() -> str:
   return os.path.join(directory, CACHE_FILE)
 
 
+def code_digest() -> str:
+  """A digest of the convolution implementations' source (cnn_zoo/models/conv.py)."""
+  return hashlib.sha256(inspect.getsource(conv).encode()).hexdigest()[:16]
+
+
 def step_key(config, plan: build_lib.Plan, kind: str) -> str:
   """What the measurement of one step depends on, as a string."""
   batch = plan.batch_size if kind == 'train' else plan.eval_batch_size
   return json.dumps({
       'machine': machine(), 'jax': jax.__version__, 'jaxlib': jaxlib.__version__,
-      'devices': jax.device_count(), 'model': config.model,
+      'conv_code': code_digest(), 'devices': jax.device_count(), 'model': config.model,
       'model_kwargs': config.model_kwargs.to_dict(), 'input_shape': list(plan.input_shape),
       'num_classes': plan.num_classes, 'batch_size': batch, 'dtype': config.dtype,
       'remat': config.remat, 'step': kind}, sort_keys=True)
