@@ -160,7 +160,8 @@ def test_densenet_pieces_compute_what_concatenation_computes(policy):
 
 def _train_step_temp_bytes(layers: int, policy: str) -> int:
   config = config_lib.defaults()
-  config.model, config.remat, config.batch_size, config.image_size = 'densenet_bc_100', policy, 8, 32
+  config.model, config.remat = 'densenet_bc_100', policy
+  config.batch_size, config.image_size = 8, 32
   config.model_kwargs = {'block_sizes': (layers,)}
   built = build_lib.build(config, build_lib.fixed_plan(config, 10))
   compiled = built.compile_train(jax.eval_shape(built.init))

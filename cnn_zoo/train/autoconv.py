@@ -13,8 +13,9 @@ computes with `conv.resolve('auto')`. The cache is one JSON file,
 $CNN_ZOO_CACHE_DIR/conv_impl.json (default ~/.cache/cnn_zoo/), keyed by the machine (CPU model,
 the instruction sets that matter, core count), the JAX version, the code of the implementations
 (`code_digest`: a choice measured before a change to them is measured again), the model and its
-shapes, dtype, remat and the step; a damaged file is ignored with a warning and rewritten. A run records its
-choice in WORKDIR/conv_impl.json and a resumed run holds to it, so that it computes as it began.
+shapes, dtype, remat and the step; a damaged file is ignored with a warning and rewritten. A run
+records its choice in WORKDIR/conv_impl.json and a resumed run holds to it, so that it computes as
+it began.
 """
 
 import dataclasses
