@@ -10,7 +10,8 @@ import optax
 import pytest
 
 from cnn_zoo import models
-from cnn_zoo.models import conv, remat
+from cnn_zoo.models import conv
+from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import state as state_lib, step as step_lib
 
 DN = ('NHWC', 'HWIO', 'NHWC')
@@ -165,7 +166,7 @@ def _resnet_step(conv_impl='xla'):
   batch = {'image': jax.random.normal(jax.random.key(3), (8, 16, 16, 3)),
            'label': jnp.arange(8, dtype=jnp.int32)}
   compiled = jax.jit(step_lib.train_step).lower(state, batch).compile(
-      compiler_options=remat.compiler_options('none', 'cpu'))
+      compiler_options=build_lib.train_compiler_options('none', 'cpu'))
   return compiled, state, batch
 
 
@@ -176,8 +177,8 @@ def test_the_xla_convolution_on_cpu_keeps_its_barrier_through_compilation():
   assert compiled.as_text().count('opt-barrier') >= 19  # one per convolution of ResNet-20
   default = jax.jit(step_lib.train_step).lower(state, batch).compile()
   assert 'opt-barrier' not in default.as_text()
-  assert remat.compiler_options('none', 'gpu') == {}
-  assert remat.compiler_options('blocks', 'gpu') == conv.KEEP_BARRIERS
+  assert build_lib.train_compiler_options('none', 'gpu') == {}
+  assert build_lib.train_compiler_options('blocks', 'gpu') == conv.KEEP_BARRIERS
 
 
 def test_the_barrier_changes_no_value(monkeypatch):

@@ -17,8 +17,9 @@ faster than float32; activations, parameters and the optimizer stay float32.
 is then a materialised array that the weight gradient's transposing copy reads, instead of a
 fusion that recomputes the stage's BatchNorms, ReLUs and residual adds with a strided read. XLA's
 CPU pipeline removes barriers early (its `cse_barrier_expander` pass) unless the step is compiled
-with `KEEP_BARRIERS`, as every CPU train step is (`cnn_zoo.train.build`); elsewhere the barrier is
-gone before fusion and the step is what it was. The values computed are the same either way.
+with `KEEP_BARRIERS`, as every CPU train step is (`cnn_zoo.train.build.train_compiler_options`);
+elsewhere the barrier is gone before fusion and the step is what it was. The values computed are
+the same either way.
 
 A model built with 'auto' computes with `resolve('auto')`: im2col on CPU, XLA elsewhere. Runs and
 the benchmark instead measure which is faster on the machine at hand (`cnn_zoo.train.autoconv`)

@@ -14,13 +14,12 @@ The function computed, the parameters and their names are the same under every c
 not merge the recomputation back into the forward pass (common-subexpression elimination), which
 would keep every activation alive again. XLA's CPU pipeline removes those barriers before its CSE
 (the 'cse_barrier_expander' pass): a train step with remat is compiled with that pass disabled
-(`compiler_options`, `conv.KEEP_BARRIERS`), without which remat saved no memory on CPU.
+(`conv.KEEP_BARRIERS`, applied by `cnn_zoo.train.build.train_compiler_options`), without which
+remat saved no memory on CPU.
 """
 
 import flax.linen as nn
 import jax
-
-from cnn_zoo.models import conv as conv_lib
 
 REMAT_POLICIES = ('none', 'blocks', 'dots')
 FAMILIES_WITH_BLOCKS = ('resnet', 'googlenet', 'densenet')
@@ -38,9 +37,3 @@ def block(cls: type[nn.Module], remat: str) -> type[nn.Module]:
   wrapped.__name__ = cls.__name__  # flax names submodules after their class: 'BasicBlock_0'
   return wrapped
 
-
-def compiler_options(remat: str, platform: str | None = None) -> dict:
-  """XLA options for compiling a train step under `remat`: keep jax.checkpoint's barriers, and
-  on CPU those of `conv.barrier_conv`."""
-  platform = platform or jax.default_backend()
-  return {} if remat == 'none' and platform != 'cpu' else dict(conv_lib.KEEP_BARRIERS)

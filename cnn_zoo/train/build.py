@@ -25,7 +25,7 @@ import optax
 
 from cnn_zoo import errors, models, parallel
 from cnn_zoo.data import preprocess, sources
-from cnn_zoo.models import conv as conv_lib, remat as remat_lib, summary as summary_lib
+from cnn_zoo.models import conv as conv_lib, summary as summary_lib
 from cnn_zoo.train import config as config_lib
 from cnn_zoo.train import optim, step as step_lib
 from cnn_zoo.train import state as state_lib
@@ -135,7 +135,7 @@ class Built:
                  in_shardings=(self.state_sharding, self.batch_sharding),
                  out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
     return fn.lower(state, self.batch_spec(batch_size or self.plan.batch_size, False)).compile(
-        compiler_options=remat_lib.compiler_options(c.remat))
+        compiler_options=train_compiler_options(c.remat))
 
   def compile_eval(self, state, batch_size: int | None = None):
     """The eval step (sums over a masked batch) compiled ahead of time for `batch_size`, computing
@@ -150,6 +150,13 @@ class Built:
                  out_shardings=self.replicated)
     return fn.lower(state, self.batch_spec(batch_size or self.plan.eval_batch_size,
                                            True)).compile()
+
+
+def train_compiler_options(remat: str, platform: str | None = None) -> dict:
+  """XLA options for a train step: optimisation barriers kept (`conv.KEEP_BARRIERS`) where they
+  do their work, jax.checkpoint's under remat and `conv.barrier_conv`'s on CPU."""
+  platform = platform or jax.default_backend()
+  return {} if remat == 'none' and platform != 'cpu' else dict(conv_lib.KEEP_BARRIERS)
 
 
 def model(config, num_classes: int, conv_impl: str | None = None):
