@@ -11,6 +11,9 @@
 # $KIT_DATA (default: data/; NAME.jpeg.npz is unpacked to OUT_DIR/data/NAME.npz, so pass
 # --config.dataset=npz:OUT_DIR/data/NAME.npz). CONFIG, KIT_WHEELS and KIT_DATA are relative to the
 # repository root, where the kit runs. Rerunning the same command resumes the run.
+# KIT_BESIDE: a command run beside the training (e.g. the PyTorch reference on the same data),
+# started once the data are unpacked, cut at the budget's end and waited for before the report;
+# its output goes to OUT_DIR/beside.log.
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: bash experiments/accelerator.sh OUT_DIR BUDGET_SECONDS CONFIG [--config.FIELD=VALUE ...]" >&2
@@ -43,10 +46,21 @@ if [ "$left" -le 0 ]; then
   echo "kit: no time left for training (budget ${budget}s, reserve ${reserve}s)" >&2
   exit 2
 fi
+beside=""
+if [ -n "${KIT_BESIDE:-}" ]; then
+  echo "kit: beside the training: $KIT_BESIDE (log: $out/beside.log)"
+  timeout --signal=TERM --kill-after=10 "$(( left + reserve / 2 ))" bash -c "$KIT_BESIDE" \
+      >"$out/beside.log" 2>&1 &
+  beside=$!
+fi
 echo "kit: training $config for at most ${left}s"
 status=0
 "$python" -m experiments.train --config="$config" --workdir="$out/runs/run" \
     --config.time_budget_s="$left" ${@+"$@"} || status=$?
+if [ -n "$beside" ]; then
+  beside_status=0; wait "$beside" || beside_status=$?
+  echo "kit: the command beside ended with exit status $beside_status"
+fi
 "$python" -m experiments.compare --workdir="$out/runs" || true
 echo "kit: done in $(( $(date +%s) - start ))s (train exit status $status)"
 exit $status
