@@ -113,8 +113,9 @@ def job_script(point: sweep.Point, workdir: str, trainer: sweep.Trainer, resourc
            *(f'#SBATCH {o}' for o in resources.directives()),
            f'# cnn_zoo sweep point {point.name}: `sbatch` this file to train it by hand.',
            '# The batch shell outlives a SIGTERM to the job until the point has saved.',
-           "trap 'echo \"slurm: job $SLURM_JOB_ID got SIGTERM; waiting for the point to save\"' TERM",
-           'if [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then  # a new attempt: a header as the sweep writes',
+           "trap 'echo \"slurm: job $SLURM_JOB_ID got SIGTERM; waiting for the point to save\"' "
+           'TERM',
+           'if [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then  # a new attempt: a header, as the sweep',
            f'  printf \'# %s %s (job %s, restart %s)\\n\' "$(date +%Y-%m-%dT%H:%M:%S)" '
            f'{shlex.quote(command)} "$SLURM_JOB_ID" "$SLURM_RESTART_COUNT"',
            'fi',
@@ -144,7 +145,8 @@ def describe(points: list[sweep.Point], workdir: str, trainer: sweep.Trainer,
 def check_available(env=None) -> None:
   """Refuses --launcher=slurm where SLURM's commands are absent."""
   path = (env or os.environ).get('PATH')
-  missing = [c for c in ('sbatch', 'squeue', 'scontrol', 'scancel') if not shutil.which(c, path=path)]
+  missing = [c for c in ('sbatch', 'squeue', 'scontrol', 'scancel')
+             if not shutil.which(c, path=path)]
   if missing:
     raise errors.ConfigError(f'--launcher=slurm needs SLURM\'s {", ".join(missing)} on PATH; '
                              f'run the sweep where jobs are submitted (a login node), or use '
@@ -248,7 +250,8 @@ class Launcher:
     run_dir = os.path.join(workdir, point.name)
     job = self._running_job(run_dir)
     if job:
-      self._say(log, f'slurm: job {job} of this point is still queued or running: waiting on it')
+      self._say(log, f'slurm: job {job} of this point is still queued or running: waiting on it',
+                echo=f'slurm: job {job} of an earlier sweep still runs {point.name}: waiting on it')
     else:
       job = self._submit(point, workdir, log)
       if job is None:

@@ -25,9 +25,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory that gets one sub-dir
 _WORKERS = flags.DEFINE_integer('workers', 1, 'Points trained at once, each in its own process '
                                 '(--launcher=slurm: jobs queued at once; default all).')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'List the points and their commands; run nothing.')
-_LAUNCHER = flags.DEFINE_enum('launcher', 'local', ['local', 'slurm'], 'Where points train: here, '
-                              'one process each, or each as a SLURM batch job (the --slurm_* flags).')
-# Each point's job under --launcher=slurm (cnn_zoo.slurm.Resources); empty or 0: the cluster default.
+_LAUNCHER = flags.DEFINE_enum('launcher', 'local', ['local', 'slurm'], 'Where points train: '
+                              'here, one process each, or each as a SLURM batch job (--slurm_*).')
+# Each point's job under --launcher=slurm (cnn_zoo.slurm.Resources); empty or 0: cluster default.
 _SLURM = {
     'partition': flags.DEFINE_string('slurm_partition', '', 'Partition of every job.'),
     'nodes': flags.DEFINE_integer('slurm_nodes', 1, 'Nodes per job; several make a multi-host '

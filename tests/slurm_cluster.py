@@ -10,6 +10,7 @@ partition, `debug`. No cgroups (proctrack/linuxproc, task/none), no accounting d
 
 import contextlib
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -90,11 +91,12 @@ class Cluster:
     os.chmod(key, 0o600)
     munge_socket = os.path.join(root, 'munge', 'munge.socket')
     # --force: munged wants every folder above its socket open to all; pytest's tmp is not.
-    self._daemon(_program('munged'), '--foreground', '--force', f'--key-file={key}', f'--socket={munge_socket}',
+    self._daemon(_program('munged'), '--foreground', '--force', f'--key-file={key}',
+                 f'--socket={munge_socket}',
                  f'--pid-file={root}/munge/munged.pid', f'--log-file={root}/munged.log',
                  f'--seed-file={root}/munge/munged.seed', '--num-threads=2')
     ctld_port, slurmd_port = _free_ports(2)
-    user = 'root' if os.getuid() == 0 else os.environ.get('USER', 'root')
+    user = pwd.getpwuid(os.getuid()).pw_name  # the daemons run as whoever runs the tests
     with open(self.conf, 'w', encoding='utf-8') as f:
       f.write(f'''ClusterName=cnnzoo
 SlurmctldHost=localhost(127.0.0.1)
@@ -102,7 +104,7 @@ SlurmUser={user}
 SlurmdUser={user}
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
-CommunicationParameters=NoInAddrAny
+CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 AuthType=auth/munge
 AuthInfo=socket={munge_socket},cred_expire=5
 CredType=cred/munge
@@ -156,10 +158,19 @@ PartitionName={PARTITION} Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 
   def stop(self):
     """Stops the daemons (newest first), and what jobs they left."""
-    subprocess.run(['scancel', '--quiet', f'--partition={PARTITION}'], env=self.env,
-                   capture_output=True, timeout=30, check=False)
+    controller_up = len(self._procs) > 1 and self._procs[1].poll() is None
+    try:
+      if controller_up:
+        self.run('scancel', '--quiet', f'--partition={PARTITION}', check=False)
+    except subprocess.TimeoutExpired:
+      controller_up = False
     deadline = time.monotonic() + 45  # KillWait, and a little: their processes exit first
-    while time.monotonic() < deadline and self.run('squeue', '--noheader', check=False).strip():
+    while controller_up and time.monotonic() < deadline:
+      try:
+        if not self.run('squeue', '--noheader', check=False).strip():
+          break
+      except subprocess.TimeoutExpired:
+        break
       time.sleep(0.5)
     for proc in reversed(self._procs):
       if proc.poll() is None:

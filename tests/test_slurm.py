@@ -99,8 +99,8 @@ def cluster(tmp_path_factory):
   """A running single-node SLURM cluster; its clients find it through SLURM_CONF."""
   missing = slurm_cluster.missing()
   if missing:
-    reason = f'SLURM is not installed (no {", ".join(missing)}): apt-get install slurmctld slurmd ' \
-        'slurm-client munge'
+    reason = f'SLURM is not installed (no {", ".join(missing)}): apt-get install slurmctld ' \
+        'slurmd slurm-client munge'
     if os.environ.get('CNN_ZOO_REQUIRE_SLURM'):  # CI installs it: missing is a failure
       pytest.fail(reason)
     pytest.skip(reason)
@@ -193,6 +193,7 @@ def test_a_sweep_on_slurm_survives_preemption_and_reports_as_the_local_runner(
   assert ours.splitlines()[2] == theirs.splitlines()[2]  # the budget line
 
 
+@pytest.mark.slow  # two JAX processes start and compile: 163 s on the loaded 2 vCPUs
 def test_a_point_of_two_tasks_trains_as_two_jax_processes(cluster, digits_dir, tmp_path):
   """`--slurm_tasks_per_node=2`: srun starts two processes that join through jax.distributed
   from SLURM's variables (its coordinator on 127.0.0.1 here)."""
