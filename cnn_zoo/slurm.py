@@ -154,8 +154,17 @@ def check_available(env=None) -> None:
 
 
 def _run(args, env) -> subprocess.CompletedProcess:
-  return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120,
-                        stdin=subprocess.DEVNULL)
+  """A SLURM client command; one that hangs (an unreachable controller) counts as failed."""
+  try:
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+  except subprocess.TimeoutExpired:
+    return subprocess.CompletedProcess(args, 1, '', f'{args[0]} timed out after 120 s')
+
+
+def _job_state(text: str) -> str:
+  found = re.search(r'\bJobState=(\S+)', text)
+  return found.group(1) if found else ''
 
 
 def _exit_status(text: str) -> int | None:
@@ -318,9 +327,12 @@ class Launcher:
             (f' on {nodes}' if state == 'RUNNING' and nodes else '')
         self.echo(f'slurm: job {job} {state}{where}: {point.name}')
       if state in FINAL or state == 'GONE':
-        break
+        shown_job = _run(['scontrol', 'show', 'job', '-o', job], self.env).stdout
+        # squeue may catch a job that is being requeued (preempted, its node failed) in between.
+        if _job_state(shown_job) in ('', *FINAL):
+          break
       time.sleep(min(self.poll_s, 0.5) if cancelled else self.poll_s / 4)
-    status = _exit_status(_run(['scontrol', 'show', 'job', '-o', job], self.env).stdout)
+    status = _exit_status(shown_job)
     if status is None:  # purged from slurmctld already: its accounting, where there is some
       sacct = _run(['sacct', '--noheader', '--allocations', '--parsable2', f'--jobs={job}',
                     '--format=State,ExitCode'], self.env)
