@@ -193,7 +193,7 @@ def test_a_sweep_on_slurm_survives_preemption_and_reports_as_the_local_runner(
   assert ours.splitlines()[2] == theirs.splitlines()[2]  # the budget line
 
 
-@pytest.mark.slow  # two JAX processes start and compile: 163 s on the loaded 2 vCPUs
+@pytest.mark.slow  # two JAX processes start and compile: 159-163 s on the loaded 2 vCPUs
 def test_a_point_of_two_tasks_trains_as_two_jax_processes(cluster, digits_dir, tmp_path):
   """`--slurm_tasks_per_node=2`: srun starts two processes that join through jax.distributed
   from SLURM's variables (its coordinator on 127.0.0.1 here)."""
