@@ -2,6 +2,7 @@
 slurmctld, slurmd and munged, started by tests/slurm_cluster.py) that runs a sweep with a point
 preempted mid-run and a point of two JAX processes."""
 
+import importlib.util
 import json
 import os
 import socket
@@ -90,6 +91,32 @@ def test_without_slurm_the_launcher_is_refused_in_one_line(tmp_path):
   [point] = _points()
   with pytest.raises(errors.ConfigError, match='#SBATCH lines cannot hold'):
     slurm.job_script(point, str(tmp_path / 'a b'), TRAINER, slurm.Resources())
+
+
+def test_the_launchers_flags_reach_the_job_scripts_and_a_bad_one_is_one_line(tmp_path):
+  args = [sys.executable, '-m', 'experiments.sweep', '--config=configs/sweeps/digits_zoo.py',
+          f'--workdir={tmp_path}/z', '--launcher=slurm', '--dry_run']
+  run = lambda *more: subprocess.run([*args, *more], cwd=ROOT, capture_output=True, text=True,
+                                     timeout=300)
+  proc = run('--slurm_partition=gpu', '--slurm_time=1:00:00', '--slurm_gpus_per_node=2',
+             '--slurm_sbatch_args=--account=proj,--qos=high')
+  assert proc.returncode == 0, proc.stderr
+  scripts = proc.stdout.split('  #!/bin/bash')[1:]
+  assert len(scripts) == len(sweep.expand(_module_config('configs/sweeps/digits_zoo.py'), ROOT))
+  for line in ('--partition=gpu', '--time=1:00:00', '--gpus-per-node=2', '--account=proj',
+               '--qos=high', '--signal=TERM@120', '--requeue'):
+    assert all(f'  #SBATCH {line}\n' in script for script in scripts), line
+  assert not os.path.exists(tmp_path / 'z')
+  bad = run('--slurm_time=soon')
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+      "error: --slurm_time='soon' is not valid: minutes, H:M:S or D-H:M:S, e.g. 4:00:00")
+
+
+def _module_config(path):
+  spec = importlib.util.spec_from_file_location('sweep_file', os.path.join(ROOT, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(None)
 
 
 # The real cluster.
