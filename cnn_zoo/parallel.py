@@ -23,8 +23,9 @@ def initialize(coordinator_address: str = '', num_processes: int = 0, process_id
   """Joins a multi-process run through jax.distributed.
 
   With a coordinator address, the given process count and id are used (CPU hosts use gloo
-  collectives). Without one, JAX's own detection is tried where it exists (TPU VMs, SLURM,
-  Open MPI); a lone process on a plain machine stays single-process.
+  collectives). Without one, JAX's own detection is tried where it exists (TPU VMs, Open MPI, and
+  a SLURM job step of several tasks: `srun` in a job of `--ntasks` > 1); a lone process on a
+  plain machine, and a one-task SLURM job, stay single-process.
   """
   if coordinator_address:
     if num_processes < 1 or not 0 <= process_id < num_processes:
@@ -32,12 +33,25 @@ def initialize(coordinator_address: str = '', num_processes: int = 0, process_id
                        f'0 <= process_id < num_processes')
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
-  elif any(v in os.environ for v in ('SLURM_JOB_ID', 'TPU_WORKER_HOSTNAMES', 'OMPI_COMM_WORLD_SIZE')):
+  elif _slurm_step_tasks() > 1 or any(v in os.environ for v in ('TPU_WORKER_HOSTNAMES',
+                                                                  'OMPI_COMM_WORLD_SIZE')):
     jax.distributed.initialize()
   else:
     return
   logging.info('process %d of %d, %d local and %d global devices', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _slurm_step_tasks() -> int:
+  """The processes of the SLURM job step this one is in (0 outside a step). JAX's detection reads
+  the same variables; a job's batch script, or a step of one task, has nothing to join: starting
+  jax.distributed there would only open a coordinator port (on every address) for itself."""
+  if 'SLURM_JOB_ID' not in os.environ or 'SLURM_STEP_NODELIST' not in os.environ:
+    return 0
+  try:
+    return int(os.environ.get('SLURM_NTASKS', '1'))
+  except ValueError:
+    return 0
 
 
 def mesh() -> Mesh:

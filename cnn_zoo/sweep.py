@@ -258,6 +258,12 @@ class _Children:
 _CHILDREN = _Children()
 
 
+def stop_signal() -> int | None:
+  """The signal the running sweep was asked to stop by, if any: a launcher that waits on
+  something other than a local process (cnn_zoo.slurm) polls it."""
+  return _CHILDREN.signum
+
+
 def launch_subprocess(point: Point, workdir: str, log, trainer: Trainer) -> int:
   """Runs the point's training command from trainer.root, output into `log`."""
   proc = _CHILDREN.start(point.command(workdir, trainer), cwd=trainer.root, stdout=log,

@@ -18,8 +18,8 @@ LAYERS = (
     ('pretrained', ('cnn_zoo.pretrained',)),
     ('train', ('cnn_zoo.train',)),
     ('applications', ('cnn_zoo.benchmark', 'cnn_zoo.cli', 'cnn_zoo.predict', 'cnn_zoo.report',
-                      'cnn_zoo.reproduction',
-                      'cnn_zoo.sweep', 'cnn_zoo.visualize')),
+                      'cnn_zoo.reproduction', 'cnn_zoo.slurm', 'cnn_zoo.sweep',
+                      'cnn_zoo.visualize')),
 )
 # Rank of each layer: models and data share one, and neither may import the other.
 RANK = {'foundation': 0, 'models': 1, 'data': 1, 'pretrained': 2, 'train': 3, 'applications': 4}

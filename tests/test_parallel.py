@@ -254,7 +254,8 @@ def test_a_multi_process_start_checks_its_ids_and_joins_only_when_asked(monkeypa
   joined, updates = [], []
   monkeypatch.setattr(jax.distributed, 'initialize', lambda *a: joined.append(a))
   monkeypatch.setattr(jax.config, 'update', lambda *a: updates.append(a))
-  for variable in ('SLURM_JOB_ID', 'TPU_WORKER_HOSTNAMES', 'OMPI_COMM_WORLD_SIZE'):
+  for variable in ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES',
+                   'OMPI_COMM_WORLD_SIZE'):
     monkeypatch.delenv(variable, raising=False)
   for n, i in ((2, 2), (2, -1), (0, 0)):
     with pytest.raises(errors.ConfigError, match=f'process_id={i} and num_processes={n} must'):
@@ -272,9 +273,19 @@ def test_a_multi_process_start_checks_its_ids_and_joins_only_when_asked(monkeypa
   assert caplog.records[-1].getMessage() == (
       f'process {jax.process_index()} of {jax.process_count()}, {jax.local_device_count()} local '
       f'and {jax.device_count()} global devices')
-  for variable in ('SLURM_JOB_ID', 'TPU_WORKER_HOSTNAMES', 'OMPI_COMM_WORLD_SIZE'):
+  for variable in ('TPU_WORKER_HOSTNAMES', 'OMPI_COMM_WORLD_SIZE'):
     monkeypatch.setenv(variable, '1')
     parallel.initialize()  # JAX's own detection
     assert joined[-1] == ()
     monkeypatch.delenv(variable)
-  assert len(joined) == 6
+  assert len(joined) == 5
+  # SLURM: only a job step of several tasks joins; a batch script, or a step of one, stays alone.
+  monkeypatch.setenv('SLURM_JOB_ID', '7')
+  parallel.initialize()  # the batch script (no step)
+  monkeypatch.setenv('SLURM_STEP_NODELIST', 'node[1-2]')
+  monkeypatch.setenv('SLURM_NTASKS', '1')
+  parallel.initialize()  # `srun` of one task
+  assert len(joined) == 5
+  monkeypatch.setenv('SLURM_NTASKS', '2')
+  parallel.initialize()  # `srun` of two: JAX's detection
+  assert len(joined) == 6 and joined[-1] == ()
