@@ -60,7 +60,17 @@ def make_plan(config, dataset: sources.Dataset) -> Plan:
   if top_label >= num_classes:
     raise errors.DataError(f'{dataset.name}: label {top_label} is out of range for '
                            f'num_classes={num_classes}')
+  if num_classes < 2:
+    raise errors.DataError(f'{dataset.name}: {num_classes} class: one class is learnt at loss 0 and '
+                           f'100% accuracy without learning anything; a dataset needs at least 2')
   eval_batch_size = config.eval_batch_size or config.batch_size
+  # A larger eval batch only pads: at most the test split, rounded up to divide over the devices.
+  devices = jax.device_count()
+  largest = -(-len(dataset.test) // devices) * devices
+  if config.eval_batch_size > largest:
+    raise errors.ConfigError(f'config.eval_batch_size={config.eval_batch_size} exceeds the '
+                             f'{len(dataset.test)} test examples of {dataset.name}; at most '
+                             f'{largest} (or 0: batch_size)')
   parallel.check_batch_size(config.batch_size, 'batch_size')
   parallel.check_batch_size(eval_batch_size, 'eval_batch_size')
   steps_per_epoch = len(dataset.train) // config.batch_size
