@@ -28,7 +28,7 @@ _GREY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16L', 'I;16B')
 _SIXTEEN_BIT = ('I', 'I;16', 'I;16L', 'I;16B')
 
 
-def names(formats) -> str:
+def format_names(formats) -> str:
   """'PNG or JPEG', 'PNG, JPEG, GIF, BMP or WEBP'."""
   return ' or '.join(formats) if len(formats) < 3 else f'{", ".join(formats[:-1])} or {formats[-1]}'
 
@@ -45,7 +45,7 @@ def _open(source, where: str, formats) -> Image.Image:
   except FileNotFoundError:
     raise DataError(f'{where}: no such file') from None
   except Exception:  # UnidentifiedImageError and whatever a damaged header raises
-    raise DataError(f'{where}: cannot read it as an image: not a {names(formats)} file (the '
+    raise DataError(f'{where}: cannot read it as an image: not a {format_names(formats)} file (the '
                     f'formats read here)') from None
   width, height = image.size
   if width < 1 or height < 1:
