@@ -80,9 +80,18 @@ def writable_file(path: str, what: str) -> None:
 
 def write_text(path: str, text: str, what: str) -> None:
   """Writes `text` to `path` whole (a temporary file renamed), naming the path if it fails."""
+  write_file(path, lambda f: f.write(text.encode('utf-8')), what)
+
+
+def write_file(path: str, fill, what: str) -> None:
+  """Writes `path` whole: `fill(f)` writes a temporary file beside it (binary), renamed over
+  `path` only when complete, so a cut or failed write leaves the old file or none, never a part."""
+  tmp = path + '.tmp'
   try:
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+    with open(tmp, 'wb') as f:
+      fill(f)
+    os.replace(tmp, path)
   except OSError as e:
+    if os.path.isfile(tmp):
+      os.remove(tmp)
     raise errors.StorageError(f'{what}: cannot write {path} ({e.strerror})') from None

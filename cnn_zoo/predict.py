@@ -8,34 +8,28 @@ MNIST run is padded to 32x32 as in training, a large photo is resized to the dat
 import os
 
 import numpy as np
-from PIL import Image
 
-from cnn_zoo import errors
+from cnn_zoo import errors, escape
+from cnn_zoo.data import images
 from cnn_zoo.pretrained import imagenet
 from cnn_zoo.train import inference
 
 
-def read_image(path: str) -> np.ndarray:
-  """A PNG, JPEG, GIF, BMP or WebP file as uint8 (H, W, C) with C = 1 (grey) or 3 (RGB), read with
-  Pillow: 16-bit images are scaled to 8 bits; an alpha channel is dropped."""
+def read_image(path: str, at_least: tuple[int, int] | None = None) -> np.ndarray:
+  """A PNG, JPEG, GIF, BMP or WebP file as uint8 (H, W, C) with C = 1 (grey) or 3 (RGB), decoded
+  as training's folder reader decodes (`images.decode`): 16-bit images keep their high byte; an
+  alpha channel is dropped; `at_least` (width, height) lets a JPEG decode at a reduced scale."""
   if not os.path.isfile(path):
     raise errors.NotFoundError(f'image not found: {path}')
-  try:
-    with Image.open(path) as image:
-      image.load()
-      if image.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
-        grey = np.asarray(image, np.uint32)
-        return (grey >> 8 if grey.max() > 255 else grey).astype(np.uint8)[..., None]
-      grey = image.mode in ('1', 'L', 'LA') or (image.mode == 'P' and _grey_palette(image))
-      return np.asarray(image.convert('L'))[..., None] if grey else np.asarray(
-          image.convert('RGB'))
-  except (OSError, ValueError, Image.DecompressionBombError):
-    raise errors.DataError(f'{path}: cannot read it as an image (PNG, JPEG, GIF, BMP or WebP)') from None
+  return images.decode(path, path, images.PREDICT_FORMATS, at_least=at_least)
 
 
-def _grey_palette(image) -> bool:
-  rgb = np.asarray(image.convert('RGB'))
-  return bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
+def decode_size(run: inference.TrainedRun) -> tuple[int, int]:
+  """(width, height) an image needs at least to become an example of the run's dataset."""
+  if isinstance(run.dataset, imagenet.Photos):  # its shorter side is resized to 256
+    return imagenet.RESIZE, imagenet.RESIZE
+  height, width, _ = run.dataset.image_shape
+  return width, height
 
 
 def as_dataset_example(run: inference.TrainedRun, image: np.ndarray) -> np.ndarray:
@@ -52,12 +46,8 @@ def as_dataset_example(run: inference.TrainedRun, image: np.ndarray) -> np.ndarr
   elif x.shape[-1] != channels:
     raise errors.DataError(f'cannot give a {x.shape[-1]}-channel image to a run on '
                            f'{channels}-channel images')
-  if tuple(x.shape[:2]) != (height, width):
-    # As cnn_zoo.data.sources resizes images of varying size (bilinear, antialiased).
-    planes = [Image.fromarray(x[..., c]).resize((width, height), Image.Resampling.BILINEAR)
-              for c in range(x.shape[-1])]
-    x = np.stack([np.asarray(p) for p in planes], axis=-1)
-  return x
+  # As the folder reader resizes images of varying size (bilinear, antialiased).
+  return images.resize(x, (width, height))
 
 
 def class_names(run: inference.TrainedRun) -> list[str]:
@@ -105,8 +95,11 @@ def predict_image(run: inference.TrainedRun, image: np.ndarray,
 def predict(workdir: str, image_path: str,
             top_k: int | None = 5) -> list[tuple[int, str, float]]:
   """The top_k (all when None) classes of the image at `image_path` under the run in `workdir`."""
-  image = read_image(image_path)
-  return predict_image(inference.load(workdir), image, top_k)
+  if not os.path.isfile(image_path):
+    raise errors.NotFoundError(f'image not found: {image_path}')
+  images.check(image_path, image_path, images.PREDICT_FORMATS)  # refused before the run loads
+  run = inference.load(workdir)
+  return predict_image(run, read_image(image_path, decode_size(run)), top_k)
 
 
 def _probability(p: float) -> str:
@@ -114,9 +107,10 @@ def _probability(p: float) -> str:
 
 
 def format_ranking(ranking: list[tuple[int, str, float]], top_k: int | None = 5) -> str:
-  """A full ranking as text: the top_k lines, then the rest in one line, so the column sums to 1."""
+  """A full ranking as text: the top_k lines, then the rest in one line, so the column sums to 1.
+  Class names (folder names) show their control characters as escapes."""
   _check_top_k(top_k)
-  shown = ranking[:top_k]
+  shown = [(i, escape.terminal(name), p) for i, name, p in ranking[:top_k]]
   rest = ranking[len(shown):]
   other = f'other {len(rest)}'
   width = max([len(name) for _, name, _ in shown] + [len(other) if rest else 0])

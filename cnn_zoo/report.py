@@ -11,7 +11,7 @@ import json
 import os
 import statistics
 
-from cnn_zoo import errors
+from cnn_zoo import errors, escape
 from cnn_zoo.data import sources
 from cnn_zoo.train import config as config_lib
 
@@ -191,7 +191,7 @@ def markdown(rows: list[Row], runs: list[Run], workdir: str) -> str:
         _pm(row.values('test_accuracy', 100), 2), _pm(row.values('test_top5', 100), 2),
         f'{row.first("epochs") or 0:.3g}', _pm(row.values('train_time_s'), 1),
         _pm(row.values('train_images_per_s'), 0), _to_target_cell(row)]
-    lines.append('| ' + ' | '.join(cells) + ' |')
+    lines.append('| ' + ' | '.join(escape.markdown(c) for c in cells) + ' |')
   unfinished = [r.name for r in runs if r.results is None]
   notes = [f'{sum(len(row.runs) for row in rows)} finished run(s) in {workdir}, '
            f'{len(rows)} configuration(s).',
@@ -202,11 +202,11 @@ def markdown(rows: list[Row], runs: list[Run], workdir: str) -> str:
            'seconds of training (evaluations not counted); it is only as fine as the evaluations '
            'the runs made.']
   if unfinished:
-    notes.append(f'Not finished (left out): {", ".join(unfinished)}.')
+    notes.append(f'Not finished (left out): {", ".join(map(escape.markdown, unfinished))}.')
   incomplete = [r.name for row in rows for r in row.runs if r.results.get('complete') is False]
   if incomplete:
     notes.append(f'Stopped by their time budget before the end of their steps (their rows show '
-                 f'what they reached): {", ".join(incomplete)}.')
+                 f'what they reached): {", ".join(map(escape.markdown, incomplete))}.')
   if not rows:
     lines = ['No finished runs yet.']
   budget = budget_line(rows)
@@ -221,6 +221,7 @@ CSV_COLUMNS = ('model', 'dataset', 'setting', 'seeds', 'runs', 'params', 'fwd_ma
 
 
 def csv_rows(rows: list[Row]) -> list[dict]:
+  """comparison.csv's records; text cells that a spreadsheet would run as formulas neutralised."""
   out = []
   for row in rows:
     record = {'model': row.model, 'dataset': row.dataset, 'setting': row.setting,
@@ -241,7 +242,7 @@ def csv_rows(rows: list[Row]) -> list[dict]:
     record['steps_to_target_mean'] = '' if steps is None else round(steps, 6)
     record['seconds_to_target_mean'] = '' if seconds is None else round(seconds, 6)
     record['seeds_reaching_target'] = len(reached)
-    out.append(record)
+    out.append({k: escape.csv_cell(v) for k, v in record.items()})
   return out
 
 

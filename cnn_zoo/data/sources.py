@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from cnn_zoo.data import digits
+from cnn_zoo.data import digits, images
 from cnn_zoo.errors import DataError  # noqa: F401  (also sources.DataError)
 
 # TFDS datasets cnn_zoo is tested with; any other is reachable as `tfds:NAME`.
@@ -274,9 +274,9 @@ def _load_folder(path: str, image_size: int | None, num_classes: int | None = No
 
 
 def _read_folder_split(path: str, split: str, classes: list[str], image_size: int | None) -> Split:
-  """The images of PATH/split/<class>/ (sorted by class, then file name), decoded with Pillow: grey
-  when every image is grey, RGB otherwise; resized to image_size (bilinear, antialiased) if given."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  """The images of PATH/split/<class>/ (sorted by class, then file name), decoded one at a time by
+  `images.decode` (PNG and JPEG only; resized to image_size as it is decoded, if given): grey when
+  every image is grey, RGB otherwise."""
   files, labels = [], []
   for label, name in enumerate(classes):
     folder = os.path.join(path, split, name)
@@ -287,21 +287,13 @@ def _read_folder_split(path: str, split: str, classes: list[str], image_size: in
           labels.append(label)
   if not files:
     raise DataError(f'{path}/{split}: no images (.jpg, .jpeg or .png in one folder per class)')
-  images = []
-  for f in files:
-    try:
-      with Image.open(f) as image:
-        image.load()
-        images.append(image.copy())
-    except Exception as e:  # Pillow raises several kinds for a damaged or foreign file
-      raise DataError(f'{f}: not a readable image ({type(e).__name__})') from None
-  mode = 'L' if all(i.mode in ('L', '1', 'I;16') for i in images) else 'RGB'
-  images = [i.convert(mode) for i in images]
-  if image_size:
-    images = [i.resize((image_size, image_size), Image.Resampling.BILINEAR) for i in images]
-  sizes = sorted({i.size for i in images})
+  size = (image_size, image_size) if image_size else None
+  decoded = [images.decode(f, f, images.DATASET_FORMATS, size=size) for f in files]
+  sizes = sorted({x.shape[:2] for x in decoded})
   if len(sizes) > 1:
-    raise DataError(f'{path}/{split}: images of different sizes ({sizes[0]} and {sizes[-1]}); '
+    (h0, w0), (h1, w1) = sizes[0], sizes[-1]
+    raise DataError(f'{path}/{split}: images of different sizes (({w0}, {h0}) and ({w1}, {h1})); '
                     f'give image_size to resize them')
-  arrays = np.stack([np.asarray(i, np.uint8) for i in images])
-  return Split(arrays[..., None] if mode == 'L' else arrays, np.asarray(labels, np.int32))
+  rgb = any(x.shape[-1] == 3 for x in decoded)
+  arrays = np.stack([np.repeat(x, 3, axis=-1) if rgb and x.shape[-1] == 1 else x for x in decoded])
+  return Split(arrays, np.asarray(labels, np.int32))

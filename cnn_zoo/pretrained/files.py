@@ -7,6 +7,7 @@ safetensors package), so it needs no library to read or write.
 """
 
 import json
+import math
 import os
 import struct
 from typing import Mapping
@@ -45,7 +46,20 @@ def read(path: str) -> dict[str, np.ndarray]:
     state = _read_torch(path)
   if not state:
     raise errors.DataError(f'{path}: holds no tensors')
+  _check_values(path, state)
   return state
+
+
+def _check_values(path: str, state: Mapping[str, np.ndarray]) -> None:
+  """Refuses tensors that are not real numbers, and NaN or Inf weights, naming the key: a model
+  converted from them would predict nothing, silently."""
+  for key, value in state.items():
+    if value.dtype.kind not in 'biuf':
+      raise errors.DataError(f'{path}: tensor {key!r} holds {value.dtype} values, not numbers')
+    if value.dtype.kind == 'f' and not np.isfinite(value).all():
+      bad = int(value.size - np.isfinite(value).sum())
+      raise errors.DataError(f'{path}: tensor {key!r} holds {bad:,} NaN or infinite value(s) of '
+                             f'{value.size:,}')
 
 
 def write(state: Mapping[str, np.ndarray], path: str) -> None:
@@ -78,6 +92,21 @@ def _float32(a: np.ndarray) -> np.ndarray:
   return a.astype(np.float32) if a.dtype.kind == 'f' and a.dtype != np.float32 else a
 
 
+def _itemsize(dtype: str) -> int:
+  return 2 if dtype == 'BF16' else np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
+
+
+def _unique_keys(pairs):
+  keys = [k for k, _ in pairs]
+  if len(set(keys)) < len(keys):
+    raise ValueError(f'the name {next(k for k in keys if keys.count(k) > 1)!r} appears twice')
+  return dict(pairs)
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
   def bad(reason):
     return errors.DataError(f'{path}: not a readable .safetensors file ({reason})')
@@ -90,33 +119,46 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     if size > _MAX_HEADER:
       raise bad(f'a header of {size:,} bytes')
     try:
-      header = json.loads(f.read(size))
+      header = json.loads(f.read(size), object_pairs_hook=_unique_keys)
     except ValueError as e:
       raise bad(f'header: {e}') from None
     data = memoryview(f.read())  # slices without copies
   if not isinstance(header, dict):
     raise bad('its header is not a JSON object')
-  state = {}
+  spans, state = [], {}
   for name, info in header.items():
     if name == '__metadata__':
       continue
-    try:
-      dtype, shape, (start, end) = info['dtype'], tuple(info['shape']), info['data_offsets']
-    except (KeyError, TypeError, ValueError):
-      raise bad(f'tensor {name!r} has no dtype, shape and data_offsets') from None
-    if dtype not in _SAFETENSORS_DTYPES:
-      raise bad(f'tensor {name!r} has dtype {dtype}; readable: {", ".join(_SAFETENSORS_DTYPES)}')
+    if not isinstance(info, dict) or not {'dtype', 'shape', 'data_offsets'} <= set(info):
+      raise bad(f'tensor {name!r} has no dtype, shape and data_offsets')
+    dtype, shape, offsets = info['dtype'], info['shape'], info['data_offsets']
+    if not isinstance(dtype, str) or dtype not in _SAFETENSORS_DTYPES:
+      raise bad(f'tensor {name!r} has dtype {dtype!r}; readable: {", ".join(_SAFETENSORS_DTYPES)}')
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+      raise bad(f'tensor {name!r} has shape {shape!r}; a shape is a list of integers >= 0')
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_int, offsets))):
+      raise bad(f'tensor {name!r} has data_offsets {offsets!r}; they are [start, end] in bytes')
+    start, end = offsets
     if not 0 <= start <= end <= len(data):
       raise bad(f'tensor {name!r} lies beyond the end of the file (truncated?)')
+    want = math.prod(shape) * _itemsize(dtype)
+    if end - start != want:
+      raise bad(f'tensor {name!r} has {end - start:,} bytes for shape {tuple(shape)} of {dtype} '
+                f'({want:,} bytes)')
+    spans.append((start, end, name))
+  spans.sort()
+  for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+    if start < end:
+      raise bad(f'tensors {first!r} and {second!r} overlap in the file')
+  for start, end, name in spans:
+    dtype, shape = header[name]['dtype'], tuple(header[name]['shape'])
     chunk = data[start:end]
     if dtype == 'BF16':  # bfloat16 is the top half of a float32
       array = (np.frombuffer(chunk, '<u2').astype(np.uint32) << 16).view(np.float32)
     else:
       array = np.frombuffer(chunk, _SAFETENSORS_DTYPES[dtype])
-    if array.size != int(np.prod(shape)):
-      raise bad(f'tensor {name!r} has {array.size} values for shape {shape}')
     state[name] = _float32(array.reshape(shape).astype(array.dtype.newbyteorder('=')))
-  return state
+  return {name: state[name] for name in header if name in state}  # the file's order
 
 
 def _write_safetensors(state: Mapping[str, np.ndarray], path: str) -> None:

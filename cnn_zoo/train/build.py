@@ -60,9 +60,16 @@ def make_plan(config, dataset: sources.Dataset) -> Plan:
   if top_label >= num_classes:
     raise errors.DataError(f'{dataset.name}: label {top_label} is out of range for '
                            f'num_classes={num_classes}')
+  if num_classes < 2:
+    raise errors.DataError(f'{dataset.name}: {num_classes} class: one class is learnt at loss 0 and '
+                           f'100% accuracy without learning anything; a dataset needs at least 2')
   eval_batch_size = config.eval_batch_size or config.batch_size
   parallel.check_batch_size(config.batch_size, 'batch_size')
   parallel.check_batch_size(eval_batch_size, 'eval_batch_size')
+  # A larger eval batch would only be padding (eval_batch_size=10**9 would allocate it): at most
+  # the test split, rounded up to divide over the devices and processes as the config's does.
+  step = math.lcm(jax.device_count(), jax.process_count())
+  eval_batch_size = min(eval_batch_size, -(-len(dataset.test) // step) * step)
   steps_per_epoch = len(dataset.train) // config.batch_size
   if steps_per_epoch == 0:
     raise errors.ConfigError(f'config.batch_size={config.batch_size} exceeds the '

@@ -192,6 +192,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 'time_budget_s'):
     _at_least(config, field, 0, high=MAX_INT)
   _at_least(config, 'num_classes', 0, high=sources.MAX_CLASSES)
+  if config.num_classes == 1:
+    raise errors.ConfigError('config.num_classes=1: one class is learnt at loss 0 and 100% accuracy '
+                             'without learning anything; give at least 2 (or 0: the dataset\'s)')
+  size = config.image_size or models.input_shape(config.model)[0]
+  if config.augment in ('crop', 'crop_flip') and config.crop_padding >= size:
+    raise errors.ConfigError(f'config.crop_padding={config.crop_padding} must be smaller than the '
+                             f'{size}x{size} model input it pads (augment={config.augment!r})')
   _at_least(config, 'image_size', 0, high=MAX_IMAGE_SIZE)
   _at_least(config, 'num_train_steps', -MAX_INT, high=MAX_INT)
   if config.num_train_steps <= 0 and config.num_epochs <= 0:

@@ -15,12 +15,11 @@ is resized (digits' 8x8) is drawn at the model's input size, and its examples ar
 """
 
 import base64
-import json
 import os
 
 import numpy as np
 
-from cnn_zoo import errors, models, outputs, predict
+from cnn_zoo import errors, escape, models, outputs, predict
 from cnn_zoo.data import device_pipeline, preprocess
 from cnn_zoo.models import lenet
 from cnn_zoo.train import inference
@@ -139,9 +138,8 @@ def page(run: inference.TrainedRun) -> str:
   """The self-contained HTML of the explorer for `run`."""
   with open(TEMPLATE, encoding='utf-8') as f:
     template = f.read()
-  # '</' cannot end the script element early: JSON allows '<\/' for '</'.
-  blob = json.dumps(data(run), separators=(',', ':')).replace('</', '<\\/')
-  return template.replace(PLACEHOLDER, blob, 1)
+  # No class name can end the script element or open a comment: '<', '>' and '&' as \u escapes.
+  return template.replace(PLACEHOLDER, escape.json_for_html(data(run)), 1)
 
 
 def write(run: inference.TrainedRun, out_dir: str,
