@@ -69,7 +69,8 @@ out = {'cnn_zoo': os.path.dirname(cnn_zoo.__file__), 'configs': os.path.dirname(
        'experiments': os.path.dirname(experiments.__file__),
        'classes': len(imagenet.class_names()), 'page': len(open(explorer.TEMPLATE).read()),
        'manifests': sorted(os.listdir(torch_check.MANIFESTS)),
-       'child': benchmark.in_child('machine_and_peak', peak=False)}
+       'child': benchmark.in_child('machine_and_peak', peak=False),
+       'child_path': benchmark.child_env().get('PYTHONPATH')}
 print(json.dumps(out))
 '''
   proc = subprocess.run([_venv_python(installed['venv']), '-c', script], cwd=tmp_path,
@@ -83,6 +84,7 @@ print(json.dumps(out))
   assert out['manifests'] == sorted(os.listdir(os.path.join(ROOT, 'cnn_zoo/pretrained/manifests')))
   # The benchmark's children import the installed copy too (no checkout to put on PYTHONPATH).
   assert 'error' not in out['child'] and out['child']['cpus'] >= 1, out['child']
+  assert out['child_path'] is None  # not site-packages, which would go before the stdlib
   # Every file of the checkout's packages is installed: code, data files, configs, sweeps.
   for package in ('cnn_zoo', 'configs', 'experiments'):
     for folder, dirs, files in os.walk(os.path.join(ROOT, package)):
@@ -121,6 +123,12 @@ def test_the_console_command_trains_from_another_directory_into_mlflow(installed
           ] == [(3, results['test_accuracy'])]
   assert run.data.metrics['params'] == results['params']
   assert client.download_artifacts(run.info.run_id, 'results.json', str(tmp_path))
+
+
+def test_from_a_checkout_the_benchmark_children_import_it(monkeypatch):
+  from cnn_zoo import benchmark
+  monkeypatch.setenv('PYTHONPATH', '/elsewhere')
+  assert benchmark.child_env()['PYTHONPATH'] == os.pathsep.join((ROOT, '/elsewhere'))
 
 
 def test_every_launcher_is_a_subcommand():

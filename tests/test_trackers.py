@@ -106,11 +106,11 @@ def test_wandb_offline_keeps_config_metrics_and_results_in_the_workdir(tmp_path,
     assert text in log, text
 
 
-def test_the_loop_hands_a_run_to_the_writers_it_is_given(smoke_config, tmp_path):
+def test_the_loop_hands_a_run_to_the_writers_it_is_given(tmp_path):
   from cnn_zoo.train import loop
   recorder = Recorder()
-  smoke_config.eval_every_epochs = 0.0
-  results = loop.train_and_evaluate(smoke_config, str(tmp_path / 'run'), writers=(recorder,))
+  config = _config(num_train_steps=6, log_every_steps=3, batch_size=16, eval_batch_size=120)
+  results = loop.train_and_evaluate(config, str(tmp_path / 'run'), writers=(recorder,))
   assert recorder.calls == [('start', 'lenet5', 0), ('write', 3, 'train', recorder.calls[1][3]),
                             ('write', 6, 'train', recorder.calls[1][3]),
                             ('write', 6, 'test', ['accuracy', 'count', 'epoch', 'loss', 'top5']),
