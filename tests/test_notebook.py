@@ -3,8 +3,10 @@ as a reader would run it."""
 
 import os
 
-import nbclient
-import nbformat
+import pytest
+
+nbclient = pytest.importorskip('nbclient')  # requirements.txt pins it; the extra [notebook]
+nbformat = pytest.importorskip('nbformat')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'notebooks', 'how_a_convnet_sees.ipynb')

@@ -49,7 +49,7 @@ def _run_once(workdir, config, resume_step, records, results):
 
 def test_mlflow_receives_config_metrics_and_results_and_a_resume_goes_on_in_its_run(
     mlflow_store, tmp_path, monkeypatch):
-  from mlflow.tracking import MlflowClient
+  MlflowClient = pytest.importorskip('mlflow.tracking').MlflowClient
   monkeypatch.chdir(tmp_path)  # MLflow's default artifact root, ./mlruns, lands here
   store = mlflow_store
   config = _config(trackers=('mlflow',), mlflow_uri=store, learning_rate=0.25)
@@ -83,6 +83,7 @@ def test_mlflow_receives_config_metrics_and_results_and_a_resume_goes_on_in_its_
 
 
 def test_wandb_offline_keeps_config_metrics_and_results_in_the_workdir(tmp_path, monkeypatch):
+  wandb = pytest.importorskip('wandb')
   monkeypatch.setenv('WANDB_MODE', 'offline')
   monkeypatch.setenv('WANDB_SILENT', 'true')
   workdir = str(tmp_path / 'run')
@@ -92,7 +93,6 @@ def test_wandb_offline_keeps_config_metrics_and_results_in_the_workdir(tmp_path,
   config = _config(trackers=('wandb',), learning_rate=0.125)
   _run_once(workdir, config, 0, [(3, 'train', {'loss': 2.5}), (6, 'test', {'accuracy': 0.75})],
             RESULTS)
-  import wandb
   wandb.teardown()  # waits for W&B's service to write its log, as the end of a process does
   run_id = json.load(open(os.path.join(workdir, trackers.IDS_FILE)))['wandb']
   [run_dir] = glob.glob(os.path.join(workdir, 'wandb', f'offline-run-*-{run_id}'))
