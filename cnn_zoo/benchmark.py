@@ -19,6 +19,7 @@ import resource
 import shlex
 import shutil
 import signal
+import site
 import statistics
 import subprocess
 import sys
@@ -262,6 +263,18 @@ def exit_reason(code: int) -> str:
   return f'exited with status {code}'
 
 
+def child_env() -> dict:
+  """The environment for a child Python that imports cnn_zoo: from a checkout, the checkout's
+  root goes first on PYTHONPATH (the child may start in another directory); installed, nothing
+  is added (site-packages on PYTHONPATH would go before the standard library)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  installed = {os.path.abspath(p) for p in site.getsitepackages() + [site.getusersitepackages()]}
+  if root in installed:
+    return dict(os.environ)
+  return dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (root, os.environ.get('PYTHONPATH')) if p))
+
+
 def in_child(fn: str, **kwargs) -> dict:
   """`fn(**kwargs)` (benchmark_model, train_step_peak, machine_and_peak) in a fresh Python
   process, with that
@@ -270,9 +283,7 @@ def in_child(fn: str, **kwargs) -> dict:
   'peak_mem_bytes': how far it got (sampled, for a killed one)}; the caller goes on."""
   if fn not in _CHILD_FUNCTIONS:
     raise ValueError(f'in_child runs {", ".join(_CHILD_FUNCTIONS)}, not {fn!r}')
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      p for p in (root, os.environ.get('PYTHONPATH')) if p))
+  env = child_env()
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, 'result.json')
     proc = subprocess.Popen([sys.executable, '-c', _CHILD, fn, json.dumps(kwargs), out], env=env)

@@ -2,6 +2,7 @@
 a run stopped by a signal as one line and exit status 128 + the signal number."""
 
 import difflib
+import importlib.util
 import logging as std_logging
 import os
 import signal
@@ -35,6 +36,7 @@ def parse_flags(argv):
   """absl's flag parsing, with a bad flag or config override reported in one line (app.run's
   flags_parser); installs the console filters."""
   quiet_logging()
+  argv = find_config_files(argv)
   try:
     argv = flags.FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
@@ -45,6 +47,46 @@ def parse_flags(argv):
     print(f'error: {missing}', file=sys.stderr)
     sys.exit(2)
   return argv
+
+
+def installed_configs() -> str:
+  """The folder of the `configs` package this process imports (a checkout's or the installed)."""
+  spec = importlib.util.find_spec('configs')
+  return os.path.dirname(spec.origin) if spec and spec.origin else ''
+
+
+def find_config(value: str) -> str:
+  """`--config=PATH[:ARG]` as given when PATH exists from here; else the file of that name in the
+  installed configs package (`default.py`, `configs/default.py` and `sweeps/digits_zoo.py` all
+  name one there), so a launcher finds the project's configs from any directory."""
+  path, sep, arg = value.partition(':')
+  if not path or os.path.exists(path):
+    return value
+  folder = installed_configs()
+  relative = path.removeprefix('configs' + os.sep) if not os.path.isabs(path) else ''
+  for name in (relative, relative + '.py'):
+    if folder and name and '..' not in name.split(os.sep) and os.path.isfile(os.path.join(folder, name)):
+      return os.path.join(folder, name) + sep + arg
+  return value
+
+
+def find_config_files(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
+  """argv with each config file flag's value passed through find_config."""
+  names = {name for name in flag_values
+           if type(flag_values[name].parser).__name__ == 'ConfigFileFlagParser'}
+  out, take_next = [], False
+  for i, arg in enumerate(argv):
+    if take_next:  # the value of `--config PATH`
+      arg, take_next = find_config(arg), False
+    elif i and arg.startswith('-') and not arg.startswith('---'):
+      name, eq, value = arg.lstrip('-').partition('=')
+      if name in names:
+        if eq:
+          arg = arg[:len(arg) - len(value)] + find_config(value)
+        else:
+          take_next = True
+    out.append(arg)
+  return out
 
 
 def _config_file_error(e: BaseException) -> str:
@@ -79,7 +121,13 @@ def _closest_files(path: str) -> str:
   try:
     files = sorted(f for f in os.listdir(folder) if f.endswith('.py') and not f.startswith('_'))
   except OSError:
-    return f' (no folder {folder})'
+    installed = installed_configs()
+    if not installed:
+      return f' (no folder {folder})'
+    # From outside a checkout: name the installed configs, as find_config takes them.
+    files = sorted(f for f in os.listdir(installed) if f.endswith('.py') and not f.startswith('_'))
+    close = difflib.get_close_matches(os.path.basename(path), files, n=3, cutoff=0.5)
+    return f' (no folder {folder}; installed configs: {", ".join(close or files)})'
   close = difflib.get_close_matches(os.path.basename(path), files, n=3, cutoff=0.5)
   shown = close or files
   label = 'did you mean' if close else 'config files there'

@@ -50,3 +50,20 @@ def smoke_config(digits_dir):
   config.batch_size = 32
   config.eval_batch_size = 64
   return config
+
+
+@pytest.fixture(scope='session')
+def _mlflow_template(tmp_path_factory):
+  """An empty MLflow sqlite store, its schema migrated once per session (seconds each time)."""
+  from mlflow.tracking import MlflowClient
+  path = tmp_path_factory.mktemp('mlflow') / 'mlflow.db'
+  MlflowClient(tracking_uri=f'sqlite:///{path}').search_experiments()
+  return path
+
+
+@pytest.fixture
+def mlflow_store(_mlflow_template, tmp_path):
+  """A fresh local MLflow store for one test: its tracking URI."""
+  import shutil
+  shutil.copy(_mlflow_template, tmp_path / 'mlflow.db')
+  return f'sqlite:///{tmp_path}/mlflow.db'

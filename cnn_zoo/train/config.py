@@ -17,7 +17,7 @@ from cnn_zoo import errors
 from cnn_zoo import models
 from cnn_zoo.data import inputs, preprocess, sources
 from cnn_zoo.models import conv, registry, remat
-from cnn_zoo.train import optim
+from cnn_zoo.train import optim, trackers
 
 DTYPES = ('float32', 'bfloat16')
 NONFINITE = ('stop', 'skip')
@@ -83,6 +83,10 @@ def defaults() -> ml_collections.ConfigDict:
   c.eval_every_epochs = 1.0  # 0: evaluate only at the end
   c.checkpoint_every_steps = 0  # 0: at each evaluation and at the end
   c.keep_checkpoints = 3
+  # Experiment trackers (cnn_zoo.train.trackers): ('mlflow',), ('wandb',) or both.
+  c.trackers = ()
+  c.tracker_project = 'cnn_zoo'  # the MLflow experiment, the W&B project
+  c.mlflow_uri = ''  # '': MLFLOW_TRACKING_URI, else MLflow's default
   return c
 
 
@@ -179,6 +183,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, 'nonfinite', NONFINITE)
   _choice(config, 'conv_impl', conv.CONV_IMPLS)
   _choice(config, 'remat', remat.REMAT_POLICIES)
+  trackers.check(config.trackers)
   family = models.spec(config.model).family
   if config.remat != 'none' and family not in remat.FAMILIES_WITH_BLOCKS:
     raise errors.ConfigError(

@@ -63,12 +63,14 @@ def _write_config(config, workdir):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       overwrite: bool = False) -> dict:
+                       overwrite: bool = False, writers: tuple = ()) -> dict:
   """Trains config.model on config.dataset into `workdir`, resuming from its latest checkpoint.
 
   Everything the user chose is checked (config, data, sizes, workdir) before anything is compiled
-  or written. A workdir holding another config's run is refused unless `overwrite`. Returns the
-  results written to WORKDIR/results.json.
+  or written. A workdir holding another config's run is refused unless `overwrite`. `writers`
+  (cnn_zoo.train.writers.Writer) receive the run's config, metrics and results beside
+  metrics.jsonl, TensorBoard and config.trackers. Returns the results written to
+  WORKDIR/results.json.
   """
   config_lib.validate(config)
   if config.init_from and not checkpoint.exists(workdir):  # a fresh start reads it: check it first
@@ -88,7 +90,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if is_lead:
       workdir_lib.check_same_run(workdir, config.to_json(sort_keys=True), overwrite)
     with StopSignals() as stop:
-      return _train(config, workdir, dataset, plan, is_lead, stop)
+      return _train(config, workdir, dataset, plan, is_lead, stop, writers)
   except errors.UserError:
     raise
   except OSError as e:  # a full disk or lost permissions while writing the metrics or results
@@ -137,7 +139,7 @@ class StopSignals:
       signal.signal(signum, previous)
 
 
-def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
+def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals, extra_writers) -> dict:
   """The body of train_and_evaluate, once the inputs are known to be good."""
   started = time.perf_counter()  # config.time_budget_s counts from here
   # 'auto' measured (or read from the cache) before anything is compiled, or on resume the
@@ -156,7 +158,8 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   start_step = int(jax.device_get(state.step))
   if is_lead:
     _write_config(config, workdir)
-  writer = writers.MetricWriter(workdir, enabled=is_lead, resume_step=start_step)
+  writer = writers.MetricWriter(workdir, enabled=is_lead, resume_step=start_step, config=config,
+                                extra=extra_writers)
 
   inputs = inputs_lib.make(config, dataset, plan, built.mesh)  # compiles its batch functions
   t0 = time.perf_counter()
@@ -286,7 +289,6 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
     writer.write(final_step, 'test', {**test, 'epoch': final_step / plan.steps_per_epoch})
   ckpts.wait()
   ckpts.close()
-  writer.close()
 
   steps_timed = final_step - timed_from_step
   results = {
@@ -315,6 +317,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
     with open(path + '.tmp', 'w', encoding='utf-8') as f:
       json.dump(results, f, indent=2)
     os.replace(path + '.tmp', path)
+  writer.close(results)
   logging.info('done: test top-1 %.4f  top-5 %.4f  loss %.4f  (%.1fs training, %.0f img/s)',
                test['accuracy'], test['top5'], test['loss'], train_time,
                results['train_images_per_s'] or 0)

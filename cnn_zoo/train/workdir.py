@@ -11,10 +11,10 @@ from cnn_zoo.train import config as config_lib
 
 # Fields that change how a run is watched, not what it computes: a resume may change them.
 OPERATIONAL_FIELDS = ('data_dir', 'log_every_steps', 'keep_checkpoints', 'eval_batch_size',
-                      'time_budget_s')
+                      'time_budget_s', 'trackers', 'tracker_project', 'mlflow_uri')
 # What a run writes; --overwrite removes exactly these.
 RUN_FILES = ('checkpoints', 'checkpoints.damaged', 'tensorboard', 'metrics.jsonl', 'results.json',
-             'config.json', 'conv_impl.json')
+             'config.json', 'conv_impl.json', 'trackers.json')
 
 WorkdirError = errors.WorkdirError  # the workdir is busy, holds a different run, or is unreadable
 

@@ -1,4 +1,5 @@
-"""Run outputs: metrics.jsonl, TensorBoard event files and the console (process 0 only)."""
+"""Run outputs behind one seam (`Writer`): metrics.jsonl, TensorBoard event files and the
+experiment trackers a config names (process 0 only)."""
 
 import json
 import os
@@ -8,45 +9,104 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer import event_file_writer
 
+from cnn_zoo.train import trackers
 
-class MetricWriter:
-  """Writes each record to metrics.jsonl (one JSON object per line) and to TensorBoard."""
 
-  def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
-    self.enabled = enabled
-    self.kept = []  # the records of earlier processes of this run, up to resume_step
-    if enabled:
-      path = os.path.join(workdir, 'metrics.jsonl')
-      self.kept = _keep_up_to(path, resume_step)
-      self._jsonl = open(path, 'a', encoding='utf-8')
-      # TensorBoard's own event-file writer: no TensorFlow needed to write what it reads.
-      self._tb = event_file_writer.EventFileWriter(os.path.join(workdir, 'tensorboard'))
+class Writer:
+  """The seam every output of a run goes through (metrics.jsonl, TensorBoard, the trackers, a
+  writer passed to train_and_evaluate): `start` once with the run's config, `write` for each
+  record as it is logged, `close` at the end with results.json's content (None when the run
+  stops before its end: a signal, which a rerun resumes)."""
+
+  def start(self, config: dict, resume_step: int) -> None:
+    """`config`: the run's config as config.json holds it; `resume_step`: 0 for a fresh run."""
 
   def write(self, step: int, split: str, values: dict) -> None:
-    if not self.enabled:
-      return
-    record = {'step': int(step), 'split': split, **{k: _plain(v) for k, v in values.items()}}
+    """One record: `values` are plain numbers (and the odd string) logged at `step`."""
+
+  def flush(self) -> None:
+    pass
+
+  def close(self, results: dict | None = None) -> None:
+    pass
+
+
+class JsonlWriter(Writer):
+  """WORKDIR/metrics.jsonl, one JSON object per line; a resumed run keeps the records up to its
+  checkpoint's step (`kept`) and drops the rest."""
+
+  def __init__(self, workdir: str, resume_step: int = 0):
+    path = os.path.join(workdir, 'metrics.jsonl')
+    self.kept = _keep_up_to(path, resume_step)  # the records of earlier processes of this run
+    self._file = open(path, 'a', encoding='utf-8')
+
+  def write(self, step, split, values):
     # One write of a whole line, flushed at once, so a killed run leaves no torn record.
-    self._jsonl.write(json.dumps(record) + '\n')
-    self._jsonl.flush()
-    scalars = [scalar_summary.scalar_pb(f'{split}/{k}', v).value[0] for k, v in record.items()
-               if k not in ('step', 'split') and isinstance(v, (int, float))]
+    self._file.write(json.dumps({'step': step, 'split': split, **values}) + '\n')
+    self._file.flush()
+
+  def close(self, results=None):
+    self._file.close()
+
+
+class TensorBoardWriter(Writer):
+  """WORKDIR/tensorboard/: every numeric value as a scalar named SPLIT/NAME."""
+
+  def __init__(self, workdir: str):
+    # TensorBoard's own event-file writer: no TensorFlow needed to write what it reads.
+    self._tb = event_file_writer.EventFileWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step, split, values):
+    scalars = [scalar_summary.scalar_pb(f'{split}/{k}', v).value[0] for k, v in values.items()
+               if isinstance(v, (int, float))]
     if scalars:
-      self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+      self._tb.add_event(event_pb2.Event(wall_time=time.time(), step=step,
                                          summary=summary_pb2.Summary(value=scalars)))
+
+  def flush(self):
+    self._tb.flush()
+
+  def close(self, results=None):
+    self._tb.close()
+
+
+class MetricWriter:
+  """A run's writers behind one call: metrics.jsonl, TensorBoard, the trackers config.trackers
+  names (cnn_zoo.train.trackers) and `extra` writers; only process 0 writes (`enabled`)."""
+
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0,
+               config=None, extra=()):
+    self.enabled = enabled
+    self.kept = []  # the records of earlier processes of this run, up to resume_step
+    self.writers = []
+    if enabled:
+      jsonl = JsonlWriter(workdir, resume_step)
+      self.kept = jsonl.kept
+      names = tuple(config.trackers) if config is not None else ()
+      self.writers = [jsonl, TensorBoardWriter(workdir),
+                      *trackers.make(names, workdir, config), *extra]
+      if config is not None:
+        plain = json.loads(config.to_json())
+        for writer in self.writers:
+          writer.start(plain, resume_step)
+
+  def write(self, step: int, split: str, values: dict) -> None:
+    values = {k: _plain(v) for k, v in values.items()}
+    for writer in self.writers:
+      writer.write(int(step), split, values)
 
   def kept_record(self, step: int, split: str) -> dict:
     """The record an earlier process of this run wrote at (step, split), or {}."""
     return next((r for r in reversed(self.kept) if r['step'] == step and r['split'] == split), {})
 
   def flush(self):
-    if self.enabled:
-      self._tb.flush()
+    for writer in self.writers:
+      writer.flush()
 
-  def close(self):
-    if self.enabled:
-      self._jsonl.close()
-      self._tb.close()
+  def close(self, results: dict | None = None):
+    """Closes every writer; `results` (results.json's content) when the run got to its end."""
+    for writer in self.writers:
+      writer.close(results)
 
 
 def _keep_up_to(path: str, step: int) -> list:
