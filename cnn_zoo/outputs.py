@@ -78,10 +78,26 @@ def writable_file(path: str, what: str) -> None:
   _probe(folder, what)
 
 
+def open_own(path: str, mode: str = 'w'):
+  """open(path, mode) ('w' or 'a', text) that never follows a symbolic link at `path`: a link
+  planted there (to another file) is refused, naming it, instead of written through."""
+  flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (
+      os.O_APPEND if mode.startswith('a') else os.O_TRUNC)
+  try:
+    fd = os.open(path, flags, 0o666)
+  except OSError as e:
+    if e.errno == errno.ELOOP and os.path.islink(path):
+      raise errors.WorkdirError(f'{path} is a symbolic link (to {os.readlink(path)}); files are '
+                                f'written only as themselves, never through a link: remove it') \
+          from None
+    raise
+  return os.fdopen(fd, mode, encoding='utf-8')
+
+
 def write_text(path: str, text: str, what: str) -> None:
   """Writes `text` to `path` whole (a temporary file renamed), naming the path if it fails."""
   try:
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    with open_own(path + '.tmp') as f:
       f.write(text)
     os.replace(path + '.tmp', path)
   except OSError as e:

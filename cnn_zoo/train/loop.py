@@ -57,7 +57,7 @@ def evaluate(eval_fn, state, batches) -> dict:
 def _write_config(config, workdir):
   path = os.path.join(workdir, 'config.json')
   tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
+  with outputs.open_own(tmp) as f:  # never through a link planted at config.json.tmp
     f.write(config.to_json(indent=2, sort_keys=True))
   os.replace(tmp, path)
 
@@ -148,7 +148,8 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   model_summary, lr_schedule = built.summary, built.schedule
   state = built.init()
   ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints, move_damaged=is_lead)
-  restored = ckpts.restore_latest(state)  # onto this run's mesh, whatever mesh saved it
+  # Onto this run's mesh, whatever mesh saved it; a checkpoint of other shapes is refused.
+  restored = ckpts.restore_latest(state, num_classes=plan.num_classes)
   if restored is not None:
     state = restored
   elif config.init_from:  # a new run from pretrained weights (a new classifier if classes differ)
@@ -312,7 +313,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
   }
   if is_lead:
     path = os.path.join(workdir, 'results.json')
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    with outputs.open_own(path + '.tmp') as f:
       json.dump(results, f, indent=2)
     os.replace(path + '.tmp', path)
   logging.info('done: test top-1 %.4f  top-5 %.4f  loss %.4f  (%.1fs training, %.0f img/s)',
