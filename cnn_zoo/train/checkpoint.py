@@ -5,6 +5,7 @@ import os
 import sys
 
 from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -140,7 +141,10 @@ class Checkpoints:
     """Refuses (moving nothing) a readable checkpoint whose saved parameters differ from the
     model's in names or shapes: a good run of another model, not damage."""
     try:
-      saved = self._manager.item_metadata(step)
+      # The saved tree's metadata (names, shapes), read without the arrays; 'default' is the
+      # directory of a manager's single item.
+      saved = ocp.StandardCheckpointHandler().metadata(
+          epath.Path(self.directory) / str(step) / 'default')
       saved = _shapes(getattr(saved, 'tree', saved) or {}, ('params', 'batch_stats'))
     except Exception:  # pylint: disable=broad-except
       return  # unreadable metadata: the restore itself decides (and sets the step aside)
@@ -154,7 +158,7 @@ class Checkpoints:
            'data it was trained on')
     changed = [k for k in now if k in saved and saved[k] != now[k]]
     if changed:
-      key = changed[0]
+      key = max(changed, key=lambda k: len(now[k]))  # a kernel says more than its bias
       old, new = saved[key], now[key]
       why = ''
       if (num_classes and len(old) == len(new) and old[:-1] == new[:-1] and new[-1] == num_classes):

@@ -69,8 +69,9 @@ def _keep_up_to(path: str, step: int) -> list:
 
   Returns the records kept.
   """
-  if not os.path.exists(path):
+  if not os.path.lexists(path):
     return []
+  outputs.open_own(path, 'a').close()  # a link there is refused, not read or replaced
   kept, records = [], []
   with open(path, 'rb') as f:
     for line in f:
