@@ -104,10 +104,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 class StopSignals:
-  """SIGTERM (a scheduler, a preempted VM) and SIGINT (Ctrl-C) ask the loop to save a checkpoint
-  at the current step and stop; a second such signal acts as it would have without this."""
+  """SIGTERM (a scheduler, a preempted VM), SIGINT (Ctrl-C) and SIGHUP (a closed terminal or SSH
+  session) ask the loop to save a checkpoint at the current step and stop; a second such signal
+  acts as it would have without this."""
 
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+  SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
   def __init__(self):
     self.signum = None
