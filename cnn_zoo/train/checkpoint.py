@@ -171,6 +171,13 @@ class Checkpoints:
         [f'it lacks {", ".join(missing[:3])}{" ..." if len(missing) > 3 else ""}'] if missing else [])
     raise errors.WorkdirError(f'{where} does not fit the model: {"; ".join(parts)}; {fix}')
 
+  def check_fits(self, template: TrainState, num_classes: int | None = None) -> None:
+    """Refuses (WorkdirError) a newest checkpoint that does not fit `template` (shapes suffice:
+    an abstract state, so that this can come before anything is compiled)."""
+    steps = self.all_steps()
+    if steps:
+      self._check_fits(steps[-1], template, num_classes)
+
   def restore_latest(self, template: TrainState, num_classes: int | None = None) -> TrainState | None:
     """The newest readable checkpoint restored into `template`'s shapes and shardings.
 

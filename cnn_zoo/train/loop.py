@@ -147,8 +147,9 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals) -> dict:
                                  resuming=checkpoint.exists(workdir))
   built = build_lib.build(config, plan, conv_impls=conv_choice.impls)
   model_summary, lr_schedule = built.summary, built.schedule
-  state = built.init()
   ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints, move_damaged=is_lead)
+  ckpts.check_fits(built.abstract_state, plan.num_classes)  # before anything is compiled
+  state = built.init()
   # Onto this run's mesh, whatever mesh saved it; a checkpoint of other shapes is refused.
   restored = ckpts.restore_latest(state, num_classes=plan.num_classes)
   if restored is not None:
