@@ -219,3 +219,18 @@ def test_lines_of_metrics_that_do_not_decode_are_dropped_like_torn_ones(tmp_path
   assert writer.kept_record(2, 'train') == good[1]
   writer.close()
   assert path.read_text().splitlines() == [json.dumps(r) for r in good[:3]]
+
+
+def test_overwrite_of_a_run_with_linked_checkpoints_empties_them_and_keeps_the_link(tmp_path):
+  from cnn_zoo.train import config as config_lib
+  workdir, disk = tmp_path / 'run', tmp_path / 'big_disk'
+  (disk / 'ckpts' / '4').mkdir(parents=True)
+  (disk / 'other_runs').mkdir()
+  workdir.mkdir()
+  os.symlink(disk / 'ckpts', workdir / 'checkpoints')
+  config = json.loads(config_lib.defaults().to_json())
+  (workdir / 'config.json').write_text(json.dumps({**config, 'seed': 7}))
+  workdir_lib.check_same_run(str(workdir), json.dumps(config), overwrite=True)
+  assert os.path.islink(workdir / 'checkpoints') and os.listdir(disk / 'ckpts') == []
+  assert sorted(os.listdir(disk)) == ['ckpts', 'other_runs']
+  assert sorted(os.listdir(workdir)) == ['checkpoints']

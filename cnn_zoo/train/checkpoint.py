@@ -114,7 +114,7 @@ class Checkpoints:
         target = os.path.join(folder, f'{step}-{n}')
       try:
         os.makedirs(folder, exist_ok=True)
-        os.rename(os.path.realpath(source), target)
+        os.rename(source, target)
       except OSError as e:
         # Nothing moved (a rename is all or nothing): the run stops rather than misread the rest.
         why = 'another file system' if e.errno == errno.EXDEV else e.strerror
