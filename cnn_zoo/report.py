@@ -18,6 +18,9 @@ from cnn_zoo.train import config as config_lib, writers
 MARKDOWN, CSV = 'comparison.md', 'comparison.csv'
 PLOTS = ('accuracy_vs_macs.png', 'accuracy_vs_params.png', 'learning_curves.png', 'throughput.png')
 NOT_A_SETTING = ('seed', 'model', 'dataset')  # columns of their own, or aggregated over
+# results.json fields the table computes with: a run whose are not numbers is left out, named.
+NUMBERS = ('params', 'fwd_macs_per_example', 'test_accuracy', 'test_top5', 'epochs',
+           'train_time_s', 'train_images_per_s')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +75,13 @@ def _read_object(path: str, what: str) -> dict:
     value = json.load(f)
   if not isinstance(value, dict):
     raise ValueError(f'a JSON {type(value).__name__}, not an object')
-  if what == 'results' and not (isinstance(value.get('model'), str) and
-                                isinstance(value.get('dataset'), str)):
-    raise ValueError('no model or dataset')
+  if what == 'results':
+    if not (isinstance(value.get('model'), str) and isinstance(value.get('dataset'), str)):
+      raise ValueError('no model or dataset')
+    for key in NUMBERS:
+      number = value.get(key)
+      if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
+        raise ValueError(f'{key}={number!r} is not a number')
   return value
 
 

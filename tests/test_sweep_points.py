@@ -37,6 +37,7 @@ def damaged_sweep(tmp_path):
   _run(tmp_path, 'seed=1', config='{"model": "lenet5", "se')  # torn by a copy
   _run(tmp_path, 'seed=2', results=b'\xff\xfe not json')
   _run(tmp_path, 'seed=3', results='[0.9]')
+  _run(tmp_path, 'seed=5', results=json.dumps({**RESULTS, 'test_accuracy': '90%'}))
   _run(tmp_path, 'seed=4', config='{"model": "lenet5", "seed": 4}',
        results=json.dumps({**RESULTS, 'seed': 4}), metrics=b'\xff\xfe\n{"step": 1}\n')
   return tmp_path
@@ -52,7 +53,8 @@ def test_unreadable_runs_are_left_out_by_name_and_the_report_is_still_written(da
                       'string starting at: line 1 column 21 (char 20)), seed=2 (results.json: '
                       "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: "
                       'invalid start byte), seed=3 (results.json: ValueError: a JSON list, not an '
-                      'object).'], text
+                      "object), seed=5 (results.json: ValueError: test_accuracy='90%' is not a "
+                      "number)."], text
 
 
 @pytest.mark.slow  # ~30 s on 2 loaded cores (the launcher's imports); report.write is tested above
