@@ -4,10 +4,11 @@ import json
 import os
 import time
 
-from cnn_zoo import outputs
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer import event_file_writer
+
+from cnn_zoo import outputs
 
 
 class MetricWriter:
