@@ -92,12 +92,12 @@ def _is_run_config(saved: dict, defaults: dict) -> bool:
           2 * len(set(saved) & known) >= len(saved))
 
 
-def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
-  """Refuses a workdir holding a run of another config, unless `overwrite` (which clears it); a
-  config.json that is unreadable or not a cnn_zoo config is refused even with `overwrite`."""
+def saved_config(workdir: str) -> dict | None:
+  """The workdir's config.json (None without one); one that is unreadable or not a cnn_zoo
+  config is refused (WorkdirError), whatever the caller means to do with the directory."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    return
+    return None
   try:
     with open(path, encoding='utf-8') as f:
       saved = json.load(f)
@@ -110,13 +110,22 @@ def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
     raise WorkdirError(f'{path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0]}); '
                        f'it identifies the run in {workdir}, whose checkpoints are kept: restore '
                        f'it from a copy, or train into another --workdir') from None
-  defaults = json.loads(config_lib.defaults().to_json())
-  if not _is_run_config(saved, defaults):
+  if not _is_run_config(saved, json.loads(config_lib.defaults().to_json())):
     # Another tool's directory: --overwrite would delete its checkpoints/ and config.json.
     shown = ', '.join(sorted(saved)[:4]) + (', ...' if len(saved) > 4 else '')
     raise WorkdirError(f'workdir {workdir} is not a cnn_zoo run: its config.json is not a cnn_zoo '
                        f'config (fields: {shown or "none"}); nothing in it is replaced or '
                        f'deleted: choose another --workdir')
+  return saved
+
+
+def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
+  """Refuses a workdir holding a run of another config, unless `overwrite` (which clears it); a
+  config.json that is unreadable or not a cnn_zoo config is refused even with `overwrite`."""
+  saved = saved_config(workdir)
+  if saved is None:
+    return
+  defaults = json.loads(config_lib.defaults().to_json())
   fields = differing_fields(saved, json.loads(config_json), defaults)
   if not fields:
     return
