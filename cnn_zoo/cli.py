@@ -32,11 +32,48 @@ def _one_line(e: BaseException) -> str:
   return text.splitlines()[0] if text else type(e).__name__
 
 
+# Set by a sweep in each point's environment (sweep.STOP_WITH): the sweep's process id.
+STOP_WITH = 'CNN_ZOO_STOP_WITH_PID'
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# Linux sends the parent-death signal once per thread that inherited it: it arrives as this one,
+# turned into a single SIGTERM (a second SIGTERM would stop the run without its checkpoint).
+_PARENT_DIED = signal.SIGUSR2
+
+
+def _on_parent_death(signum, frame):
+  del frame
+  signal.signal(signum, signal.SIG_IGN)
+  os.kill(os.getpid(), signal.SIGTERM)
+
+
+def stop_with_parent() -> bool:
+  """A launcher started by a sweep asks Linux to tell it when the sweep dies, by any signal
+  (SIGKILL, the OOM killer): it then gets SIGTERM once, saves a checkpoint and stops instead of
+  training on as an orphan. Only the sweep's direct child does (a process further down, e.g.
+  under srun, does not); True if it did."""
+  expected = os.environ.pop(STOP_WITH, '')  # not inherited by this process's own children
+  if not expected or expected != str(os.getppid()) or not sys.platform.startswith('linux'):
+    return False
+  import ctypes  # pylint: disable=import-outside-toplevel
+  previous = signal.signal(_PARENT_DIED, _on_parent_death)
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(_PARENT_DIED), 0, 0, 0) != 0:
+      raise OSError(ctypes.get_errno(), 'prctl')
+  except (OSError, AttributeError):
+    signal.signal(_PARENT_DIED, previous)
+    return False
+  if str(os.getppid()) != expected:  # the sweep died before prctl took effect
+    os.kill(os.getpid(), signal.SIGTERM)
+  return True
+
+
 def parse_flags(argv):
   """absl's flag parsing, with a bad flag or config override reported in one line (app.run's
-  flags_parser); installs the console filters."""
+  flags_parser); installs the console filters. A launcher started by a sweep stops with it."""
   quiet_logging()
   argv = find_config_files(argv)
+  stop_with_parent()
   try:
     argv = flags.FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:

@@ -13,11 +13,14 @@ import statistics
 
 from cnn_zoo import errors, escape
 from cnn_zoo.data import sources
-from cnn_zoo.train import config as config_lib
+from cnn_zoo.train import config as config_lib, writers
 
 MARKDOWN, CSV = 'comparison.md', 'comparison.csv'
 PLOTS = ('accuracy_vs_macs.png', 'accuracy_vs_params.png', 'learning_curves.png', 'throughput.png')
 NOT_A_SETTING = ('seed', 'model', 'dataset')  # columns of their own, or aggregated over
+# results.json fields the table computes with: a run whose are not numbers is left out, named.
+NUMBERS = ('params', 'fwd_macs_per_example', 'test_accuracy', 'test_top5', 'epochs',
+           'train_time_s', 'train_images_per_s')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Run:
   config: dict  # config.json, flattened to dotted fields ({} if absent)
   results: dict | None  # results.json; None while unfinished
   metrics: list[dict]  # metrics.jsonl records
+  problem: str = ''  # why its config.json or results.json cannot be read: it is left out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,15 +57,32 @@ class Row:
 
 
 def _read_jsonl(path: str) -> list[dict]:
+  """The records of metrics.jsonl; lines that are not records (torn, undecodable) are skipped."""
   records = []
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
+  try:
+    with open(path, 'rb') as f:
       for line in f:
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
-          pass  # the torn last line of a run that is still writing
+        record = writers.read_record(line)
+        if record is not None:
+          records.append(record)
+  except OSError:
+    pass  # none yet, or unreadable: the run still shows, without curves
   return records
+
+
+def _read_object(path: str, what: str) -> dict:
+  with open(path, encoding='utf-8') as f:
+    value = json.load(f)
+  if not isinstance(value, dict):
+    raise ValueError(f'a JSON {type(value).__name__}, not an object')
+  if what == 'results':
+    if not (isinstance(value.get('model'), str) and isinstance(value.get('dataset'), str)):
+      raise ValueError('no model or dataset')
+    for key in NUMBERS:
+      number = value.get(key)
+      if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
+        raise ValueError(f'{key}={number!r} is not a number')
+  return value
 
 
 def collect(workdir: str) -> list[Run]:
@@ -74,13 +95,18 @@ def collect(workdir: str) -> list[Run]:
     config_path, results_path = (os.path.join(path, f) for f in ('config.json', 'results.json'))
     if not (os.path.isfile(config_path) or os.path.isfile(results_path)):
       continue
-    config, results = {}, None
-    if os.path.isfile(config_path):
-      with open(config_path, encoding='utf-8') as f:
-        config = config_lib.flatten(json.load(f))
-    if os.path.isfile(results_path):
-      with open(results_path, encoding='utf-8') as f:
-        results = json.load(f)
+    config, results, where = {}, None, config_path
+    try:
+      if os.path.isfile(config_path):
+        config = config_lib.flatten(_read_object(config_path, 'config'))
+      where = results_path
+      if os.path.isfile(results_path):
+        results = _read_object(results_path, 'results')
+    except (OSError, ValueError) as e:  # one damaged run is left out, not the whole report
+      reason = (str(e).splitlines() or [''])[0][:80]
+      runs.append(Run(name, {}, None, [], f'{os.path.basename(where)}: {type(e).__name__}'
+                                          f'{": " + reason if reason else ""}'))
+      continue
     runs.append(Run(name, config, results, _read_jsonl(os.path.join(path, 'metrics.jsonl'))))
   return runs
 
@@ -192,7 +218,8 @@ def markdown(rows: list[Row], runs: list[Run], workdir: str) -> str:
         f'{row.first("epochs") or 0:.3g}', _pm(row.values('train_time_s'), 1),
         _pm(row.values('train_images_per_s'), 0), _to_target_cell(row)]
     lines.append('| ' + ' | '.join(escape.markdown(c) for c in cells) + ' |')
-  unfinished = [r.name for r in runs if r.results is None]
+  unfinished = [r.name for r in runs if r.results is None and not r.problem]
+  unreadable = [f'{r.name} ({r.problem})' for r in runs if r.problem]
   notes = [f'{sum(len(row.runs) for row in rows)} finished run(s) in {workdir}, '
            f'{len(rows)} configuration(s).',
            'Mean ± sample standard deviation (n - 1) over seeds; no ± for a single seed. '
@@ -203,6 +230,8 @@ def markdown(rows: list[Row], runs: list[Run], workdir: str) -> str:
            'the runs made.']
   if unfinished:
     notes.append(f'Not finished (left out): {", ".join(map(escape.markdown, unfinished))}.')
+  if unreadable:
+    notes.append(f'Unreadable (left out): {", ".join(map(escape.markdown, unreadable))}.')
   incomplete = [r.name for row in rows for r in row.runs if r.results.get('complete') is False]
   if incomplete:
     notes.append(f'Stopped by their time budget before the end of their steps (their rows show '

@@ -32,6 +32,10 @@ from cnn_zoo.train import config as config_lib
 SPEC_FIELDS = ('base', 'overrides', 'axes')
 AXIS_KINDS = ('product', 'zip')
 LOG_NAME = 'log.txt'
+# The variable that asks a point's launcher to stop with the sweep (cli.stop_with_parent).
+STOP_WITH = 'CNN_ZOO_STOP_WITH_PID'  # cli.STOP_WITH (sweep does not import the launchers' cli)
+# Signals passed on to the running points: a scheduler, Ctrl-C, a closed terminal or SSH session.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SUCCEEDED, SKIPPED, FAILED = 'succeeded', 'skipped', 'failed'
 
 
@@ -235,7 +239,9 @@ class _Children:
     with self._lock:
       if self.signum is not None:
         return None
-      proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+      # STOP_WITH: the point stops (saving a checkpoint) if the sweep dies, even by SIGKILL.
+      env = {**(kwargs.pop('env', None) or os.environ), STOP_WITH: str(os.getpid())}
+      proc = subprocess.Popen(args, start_new_session=True, env=env, **kwargs)
       self._procs.add(proc)
       return proc
 
@@ -288,7 +294,12 @@ def run_point(point: Point, workdir: str, trainer: Trainer,
     return Outcome(point, FAILED, 0.0, mismatch)
   results_path = os.path.join(run_dir, 'results.json')
   if os.path.exists(results_path):
-    return Outcome(point, SKIPPED, 0.0, 'already finished')
+    results, problem = read_results(results_path)
+    if problem:
+      return Outcome(point, FAILED, 0.0, problem)
+    if results.get('complete', True):
+      return Outcome(point, SKIPPED, 0.0, 'already finished')
+    # Stopped by its time budget: the rerun goes on from its checkpoint.
   os.makedirs(run_dir, exist_ok=True)
   log_path = os.path.join(run_dir, LOG_NAME)
   start = time.perf_counter()
@@ -300,9 +311,28 @@ def run_point(point: Point, workdir: str, trainer: Trainer,
   seconds = time.perf_counter() - start
   if returncode != 0 or not os.path.exists(results_path):
     return Outcome(point, FAILED, seconds, _last_error(log_path, returncode))
-  with open(results_path, encoding='utf-8') as f:
-    results = json.load(f)
-  return Outcome(point, SUCCEEDED, seconds, f'test top-1 {100 * results["test_accuracy"]:.2f}%')
+  results, problem = read_results(results_path)
+  if problem:
+    return Outcome(point, FAILED, seconds, problem)
+  reached = f'test top-1 {100 * results["test_accuracy"]:.2f}%'
+  if results.get('complete') is False:
+    reached += f' at step {results.get("steps")} (time budget used up: rerun to go on)'
+  return Outcome(point, SUCCEEDED, seconds, reached)
+
+
+def read_results(path: str) -> tuple[dict, str]:
+  """(results.json of a run, '') or ({}, why it cannot be used) for one unreadable or not a run's."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      results = json.load(f)
+    if not isinstance(results, dict):
+      raise ValueError(f'a JSON {type(results).__name__}, not an object')
+    if not isinstance(results.get('test_accuracy'), (int, float)):
+      raise ValueError('no test_accuracy')
+  except (OSError, ValueError) as e:
+    return {}, (f'{path} is unreadable ({type(e).__name__}: {(str(e).splitlines() or [""])[0]}); '
+                f'remove it to evaluate the point again from its checkpoint')
+  return results, ''
 
 
 def run(points: list[Point], workdir: str, trainer: Trainer, *, workers: int = 1,
@@ -310,8 +340,9 @@ def run(points: list[Point], workdir: str, trainer: Trainer, *, workers: int = 1
         echo: Callable[[str], None] = print) -> list[Outcome]:
   """Runs every point, up to `workers` at once; one failing point does not stop the others.
 
-  SIGTERM or SIGINT to the sweep is passed to its running points, which save a checkpoint and
-  stop; no further point starts, and errors.Stopped is raised once they have exited.
+  SIGTERM, SIGINT or SIGHUP to the sweep is passed to its running points, which save a checkpoint
+  and stop; no further point starts, and errors.Stopped is raised once they have exited. A sweep
+  killed outright (SIGKILL, the OOM killer) stops them too: each gets SIGTERM (STOP_WITH).
   """
   if workers < 1:
     raise errors.ConfigError(f'--workers={workers} must be >= 1')
@@ -331,7 +362,7 @@ def run(points: list[Point], workdir: str, trainer: Trainer, *, workers: int = 1
   _CHILDREN.signum = None
   previous = {}
   if threading.current_thread() is threading.main_thread():
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
       previous[signum] = signal.signal(signum, _CHILDREN.forward)
   pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
   try:

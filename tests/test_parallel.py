@@ -252,40 +252,50 @@ def test_a_batch_that_does_not_divide_the_devices_or_processes_is_refused(monkey
 
 def test_a_multi_process_start_checks_its_ids_and_joins_only_when_asked(monkeypatch, caplog):
   joined, updates = [], []
-  monkeypatch.setattr(jax.distributed, 'initialize', lambda *a: joined.append(a))
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda *a, **k: joined.append(a))
   monkeypatch.setattr(jax.config, 'update', lambda *a: updates.append(a))
-  for variable in ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES',
-                   'OMPI_COMM_WORLD_SIZE'):
-    monkeypatch.delenv(variable, raising=False)
-  for n, i in ((2, 2), (2, -1), (0, 0)):
-    with pytest.raises(errors.ConfigError, match=f'process_id={i} and num_processes={n} must'):
-      parallel.initialize('host:1234', n, i)
-  with pytest.raises(errors.ConfigError, match='process_id=-1 and num_processes=0 must'):
-    parallel.initialize('host:1234')  # an address alone is not enough
-  assert joined == [] and updates == []
-  parallel.initialize()  # a plain machine: stays single-process
-  assert joined == []
-  caplog.set_level(logging.INFO)
-  for n, i in ((2, 1), (2, 0), (1, 0)):  # the first, the last and a lone process
-    parallel.initialize('host:1234', n, i)
-    assert joined[-1] == ('host:1234', n, i)
+  for _, variables in parallel.CLUSTER_ENVIRONMENTS:
+    for variable in variables:
+      monkeypatch.delenv(variable, raising=False)
+  with socket.socket() as coordinator:  # stands in for process 0's, on 127.0.0.1 only
+    coordinator.bind(('127.0.0.1', 0))
+    coordinator.listen()
+    address = f'127.0.0.1:{coordinator.getsockname()[1]}'
+    with socket.socket() as free:
+      free.bind(('127.0.0.1', 0))
+      monkeypatch.setenv('JAX_COORDINATOR_BIND_ADDRESS', f'127.0.0.1:{free.getsockname()[1]}')
+    for n, i in ((2, 2), (2, -1), (0, 0)):
+      with pytest.raises(errors.ConfigError, match=f'process_id={i} and num_processes={n} must'):
+        parallel.initialize(address, n, i)
+    with pytest.raises(errors.ConfigError, match='process_id=-1 and num_processes=0 must'):
+      parallel.initialize(address)  # an address alone is not enough
+    assert joined == [] and updates == []
+    parallel.initialize()  # a plain machine: stays single-process
+    assert joined == []
+    caplog.set_level(logging.INFO)
+    for n, i in ((2, 1), (2, 0), (1, 0)):  # the first, the last and a lone process
+      parallel.initialize(address, n, i)
+      assert joined[-1] == (address, n, i)
   assert updates == [('jax_cpu_collectives_implementation', 'gloo')] * 3
   assert caplog.records[-1].getMessage() == (
       f'process {jax.process_index()} of {jax.process_count()}, {jax.local_device_count()} local '
       f'and {jax.device_count()} global devices')
-  for variable in ('TPU_WORKER_HOSTNAMES', 'OMPI_COMM_WORLD_SIZE'):
-    monkeypatch.setenv(variable, '1')
-    parallel.initialize()  # JAX's own detection
+  for _, variables in parallel.CLUSTER_ENVIRONMENTS:  # JAX's own detection, given a whole set
+    for variable in variables:
+      monkeypatch.setenv(variable, '2')
+    parallel.initialize()
     assert joined[-1] == ()
-    monkeypatch.delenv(variable)
-  assert len(joined) == 5
-  # SLURM: only a job step of several tasks joins; a batch script, or a step of one, stays alone.
+    for variable in variables:
+      monkeypatch.delenv(variable)
+  assert len(joined) == 6
+  # SLURM: a batch script (no step) and a step of one task stay alone; a step of two joins.
   monkeypatch.setenv('SLURM_JOB_ID', '7')
-  parallel.initialize()  # the batch script (no step)
-  monkeypatch.setenv('SLURM_STEP_NODELIST', 'node[1-2]')
-  monkeypatch.setenv('SLURM_NTASKS', '1')
+  parallel.initialize()  # the batch script
+  for variable, value in (('SLURM_STEP_NODELIST', 'node[1-2]'), ('SLURM_NTASKS', '1'),
+                          ('SLURM_PROCID', '0'), ('SLURM_LOCALID', '0')):
+    monkeypatch.setenv(variable, value)
   parallel.initialize()  # `srun` of one task
-  assert len(joined) == 5
+  assert len(joined) == 6
   monkeypatch.setenv('SLURM_NTASKS', '2')
   parallel.initialize()  # `srun` of two: JAX's detection
-  assert len(joined) == 6 and joined[-1] == ()
+  assert len(joined) == 7 and joined[-1] == ()

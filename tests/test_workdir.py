@@ -169,7 +169,7 @@ def test_a_run_from_before_a_field_existed_is_the_same_run_at_its_default(tmp_pa
 
 @pytest.mark.parametrize('content, reason', [('{"seed": ', 'JSONDecodeError'),
                                              ('[1, 2]', 'ValueError: a JSON list, not an object')])
-def test_an_unreadable_config_json_keeps_the_run_unless_overwritten(tmp_path, content, reason):
+def test_an_unreadable_config_json_keeps_the_run_even_with_overwrite(tmp_path, content, reason):
   workdir = str(tmp_path)
   path = os.path.join(workdir, 'config.json')
   with open(path, 'w', encoding='utf-8') as f:
@@ -179,8 +179,11 @@ def test_an_unreadable_config_json_keeps_the_run_unless_overwritten(tmp_path, co
     workdir_lib.check_same_run(workdir, _config_json(), overwrite=False)
   assert str(e.value).startswith(f'{path} is unreadable ({reason}')
   assert 'overwrite' not in str(e.value) and os.path.isdir(os.path.join(workdir, 'checkpoints'))
-  workdir_lib.check_same_run(workdir, _config_json(), overwrite=True)
-  assert os.listdir(workdir) == []
+  # Even with --overwrite (issue 30): it may be another tool's file, with its checkpoints/.
+  with pytest.raises(workdir_lib.WorkdirError) as e_overwrite:
+    workdir_lib.check_same_run(workdir, _config_json(), overwrite=True)
+  assert str(e_overwrite.value) == str(e.value)
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json']
 
 
 def test_a_workdir_is_created_and_one_under_a_regular_file_is_named(tmp_path):

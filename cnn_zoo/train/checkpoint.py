@@ -1,9 +1,11 @@
 """Orbax checkpoints of the train state: atomic saves, the latest few kept, restore on any mesh."""
 
+import errno
 import os
 import sys
 
 from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -13,6 +15,8 @@ from cnn_zoo.train.state import TrainState
 
 # Where step directories that cannot be restored are moved, beside checkpoints/ (orbax ignores it).
 DAMAGED = 'checkpoints.damaged'
+# The fallback inside the checkpoint directory when it is a mount point of its own (orbax ignores it).
+DAMAGED_INSIDE = 'damaged'
 # Orbax writes this file into every step directory it finishes (orbax-checkpoint >= 0.5).
 _FINISHED_MARK = '_CHECKPOINT_METADATA'
 def _drop_abandoned_reads() -> None:
@@ -34,6 +38,15 @@ def _drop_abandoned_reads() -> None:
 def _arrays(state: TrainState) -> dict:
   return {'step': state.step, 'params': state.params, 'batch_stats': state.batch_stats,
           'opt_state': state.opt_state, 'rng': state.rng}
+
+
+def _shapes(tree, parts) -> dict:
+  """{'params/Dense_0/kernel': (84, 10), ...} of the leaves under the top-level keys `parts`."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path({k: tree.get(k) for k in parts})[0]:
+    names = [str(getattr(p, 'key', getattr(p, 'name', getattr(p, 'idx', p)))) for p in path]
+    out['/'.join(names)] = tuple(int(d) for d in getattr(leaf, 'shape', ()))
+  return out
 
 
 def exists(workdir: str) -> bool:
@@ -77,17 +90,37 @@ class Checkpoints:
     return sorted(int(d) for d in os.listdir(self.directory)
                   if d.isdigit() and os.path.isdir(os.path.join(self.directory, d)))
 
+  def damaged_directory(self) -> str:
+    """Where unreadable steps go: beside the real checkpoint directory (checkpoints/ may be a link
+    to another disk; a rename cannot cross file systems), or inside it if it is a mount point."""
+    real = os.path.realpath(self.directory)
+    beside = real + DAMAGED.removeprefix('checkpoints')  # WORKDIR/checkpoints.damaged unless linked
+    try:
+      if os.stat(os.path.dirname(real)).st_dev != os.stat(real).st_dev:
+        return os.path.join(real, DAMAGED_INSIDE)
+    except OSError:
+      pass
+    return beside
+
   def _set_aside(self, step: int, reason: str) -> None:
     """Logs one line and moves step's directory out of orbax's sight, keeping it for inspection."""
     source = os.path.join(self.directory, str(step))
-    target = os.path.join(self.workdir, DAMAGED, str(step))
+    folder = self.damaged_directory()
+    target = os.path.join(folder, str(step))
     if self._move_damaged:
       n = 1
       while os.path.exists(target):
         n += 1
-        target = os.path.join(self.workdir, DAMAGED, f'{step}-{n}')
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      os.replace(source, target)
+        target = os.path.join(folder, f'{step}-{n}')
+      try:
+        os.makedirs(folder, exist_ok=True)
+        os.rename(source, target)
+      except OSError as e:
+        # Nothing moved (a rename is all or nothing): the run stops rather than misread the rest.
+        why = 'another file system' if e.errno == errno.EXDEV else e.strerror
+        raise errors.StorageError(f'checkpoint at step {step} is unreadable ({reason}) and cannot '
+                                  f'be set aside to {target} ({why}); nothing was moved: move '
+                                  f'{source} away yourself and rerun') from None
     kept = f'moved it to {target}' if self._move_damaged else f'left it in {source}'
     logging.warning('checkpoint at step %d is unreadable (%s); %s and trying the previous one',
                     step, reason, kept)
@@ -104,11 +137,53 @@ class Checkpoints:
       self._raise_storage(e, step)
       raise
 
-  def restore_latest(self, template: TrainState) -> TrainState | None:
+  def _check_fits(self, step: int, template: TrainState, num_classes: int | None) -> None:
+    """Refuses (moving nothing) a readable checkpoint whose saved parameters differ from the
+    model's in names or shapes: a good run of another model, not damage."""
+    try:
+      # The saved tree's metadata (names, shapes), read without the arrays; 'default' is the
+      # directory of a manager's single item.
+      saved = ocp.StandardCheckpointHandler().metadata(
+          epath.Path(self.directory) / str(step) / 'default')
+      saved = _shapes(getattr(saved, 'tree', saved) or {}, ('params', 'batch_stats'))
+    except Exception:  # pylint: disable=broad-except
+      return  # unreadable metadata: the restore itself decides (and sets the step aside)
+    if not saved:
+      return
+    now = _shapes(_arrays(template), ('params', 'batch_stats'))
+    if saved == now:
+      return
+    where = f'the checkpoint at step {step} in {self.directory}'
+    fix = ('nothing was moved: train it into another --workdir, or give it back the model and '
+           'data it was trained on')
+    changed = [k for k in now if k in saved and saved[k] != now[k]]
+    if changed:
+      key = max(changed, key=lambda k: len(now[k]))  # a kernel says more than its bias
+      old, new = saved[key], now[key]
+      why = ''
+      if (num_classes and len(old) == len(new) and old[:-1] == new[:-1] and new[-1] == num_classes):
+        why = f': the class count changed ({old[-1]} saved, {new[-1]} now)'
+      raise errors.WorkdirError(f'{where} does not fit the model: {key} {old} saved vs {new} '
+                                f'now{why}; {fix}')
+    extra, missing = sorted(set(saved) - set(now)), sorted(set(now) - set(saved))
+    parts = ([f'it has {", ".join(extra[:3])}{" ..." if len(extra) > 3 else ""} that the model '
+              f'lacks'] if extra else []) + (
+        [f'it lacks {", ".join(missing[:3])}{" ..." if len(missing) > 3 else ""}'] if missing else [])
+    raise errors.WorkdirError(f'{where} does not fit the model: {"; ".join(parts)}; {fix}')
+
+  def check_fits(self, template: TrainState, num_classes: int | None = None) -> None:
+    """Refuses (WorkdirError) a newest checkpoint that does not fit `template` (shapes suffice:
+    an abstract state, so that this can come before anything is compiled)."""
+    steps = self.all_steps()
+    if steps:
+      self._check_fits(steps[-1], template, num_classes)
+
+  def restore_latest(self, template: TrainState, num_classes: int | None = None) -> TrainState | None:
     """The newest readable checkpoint restored into `template`'s shapes and shardings.
 
     A checkpoint that fails to restore (empty, truncated, corrupt) is reported in one line, moved
-    aside and the one before it is tried; None when there is none.
+    aside and the one before it is tried; None when there is none. One that reads but holds other
+    parameter names or shapes (the model or its class count changed) is refused: WorkdirError.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _arrays(template))
     _drop_abandoned_reads()
@@ -118,6 +193,7 @@ class Checkpoints:
       if not steps:
         return None
       step = steps[-1]
+      self._check_fits(step, template, num_classes)
       try:
         arrays = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
       except Exception as e:  # pylint: disable=broad-except

@@ -73,6 +73,7 @@ def convert(model: str, torchvision_path: str, workdir: str, overwrite: bool = F
   workdir_lib.prepare(workdir)
   lock = workdir_lib.Lock(workdir)
   try:
+    workdir_lib.saved_config(workdir)  # another tool's directory is never replaced
     holds = [f for f in workdir_lib.RUN_FILES + (imagenet.CONVERTED,)
              if os.path.exists(os.path.join(workdir, f))]
     if holds and not overwrite:

@@ -57,7 +57,7 @@ def evaluate(eval_fn, state, batches) -> dict:
 def _write_config(config, workdir):
   path = os.path.join(workdir, 'config.json')
   tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
+  with outputs.open_own(tmp) as f:  # never through a link planted at config.json.tmp
     f.write(config.to_json(indent=2, sort_keys=True))
   os.replace(tmp, path)
 
@@ -106,10 +106,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 class StopSignals:
-  """SIGTERM (a scheduler, a preempted VM) and SIGINT (Ctrl-C) ask the loop to save a checkpoint
-  at the current step and stop; a second such signal acts as it would have without this."""
+  """SIGTERM (a scheduler, a preempted VM), SIGINT (Ctrl-C) and SIGHUP (a closed terminal or SSH
+  session) ask the loop to save a checkpoint at the current step and stop; a second such signal
+  acts as it would have without this."""
 
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+  SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
   def __init__(self):
     self.signum = None
@@ -148,9 +149,11 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals, extra_wri
                                  resuming=checkpoint.exists(workdir))
   built = build_lib.build(config, plan, conv_impls=conv_choice.impls)
   model_summary, lr_schedule = built.summary, built.schedule
-  state = built.init()
   ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints, move_damaged=is_lead)
-  restored = ckpts.restore_latest(state)  # onto this run's mesh, whatever mesh saved it
+  ckpts.check_fits(built.abstract_state, plan.num_classes)  # before anything is compiled
+  state = built.init()
+  # Onto this run's mesh, whatever mesh saved it; a checkpoint of other shapes is refused.
+  restored = ckpts.restore_latest(state, num_classes=plan.num_classes)
   if restored is not None:
     state = restored
   elif config.init_from:  # a new run from pretrained weights (a new classifier if classes differ)
@@ -314,7 +317,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals, extra_wri
   }
   if is_lead:
     path = os.path.join(workdir, 'results.json')
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    with outputs.open_own(path + '.tmp') as f:
       json.dump(results, f, indent=2)
     os.replace(path + '.tmp', path)
   writer.close(results)

@@ -16,7 +16,21 @@ OPERATIONAL_FIELDS = ('data_dir', 'log_every_steps', 'keep_checkpoints', 'eval_b
 RUN_FILES = ('checkpoints', 'checkpoints.damaged', 'tensorboard', 'metrics.jsonl', 'results.json',
              'config.json', 'conv_impl.json', 'trackers.json')
 
+# The files a run writes by name (and their temporary twins): a symbolic link there is refused.
+OWN_FILES = ('.lock', 'config.json', 'metrics.jsonl', 'results.json', 'conv_impl.json')
+
 WorkdirError = errors.WorkdirError  # the workdir is busy, holds a different run, or is unreadable
+
+
+def refuse_links(workdir: str) -> None:
+  """A run file that is a symbolic link would be written through (a planted `.lock` or `*.tmp`
+  truncates whatever it points at): refused in one line, before anything is opened."""
+  for name in OWN_FILES + tuple(f'{n}.tmp' for n in OWN_FILES[1:]):
+    path = os.path.join(workdir, name)
+    if os.path.islink(path):
+      raise WorkdirError(f'{path} is a symbolic link (to {os.readlink(path)}); a run writes its '
+                         f'files only as themselves, never through a link: remove the link, or '
+                         f'choose another --workdir')
 
 
 def prepare(workdir: str) -> None:
@@ -33,13 +47,17 @@ def prepare(workdir: str) -> None:
       pass
   except OSError as e:
     raise errors.StorageError(f'workdir {workdir} cannot be written: {e.strerror}') from None
+  refuse_links(workdir)
 
 
 class Lock:
   """An exclusive lock on WORKDIR/.lock, released by the OS when the process dies (even by kill -9)."""
 
   def __init__(self, workdir: str):
-    self._file = open(os.path.join(workdir, '.lock'), 'a+', encoding='utf-8')
+    # O_NOFOLLOW: a link planted after refuse_links is refused too, never truncated through.
+    fd = os.open(os.path.join(workdir, '.lock'),
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    self._file = os.fdopen(fd, 'r+', encoding='utf-8')
     try:
       fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -66,25 +84,47 @@ def differing_fields(saved: dict, config: dict, defaults: dict | None = None) ->
   return sorted(k for k in keys if saved.get(k, defaults.get(k)) != config.get(k))
 
 
-def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
-  """Refuses a workdir holding a run of another config, unless `overwrite` (which clears it)."""
+def _is_run_config(saved: dict, defaults: dict) -> bool:
+  """Whether `saved` (a config.json's object) is a cnn_zoo config: it names a model and a dataset
+  and most of its fields are fields of today's config (older runs lack some, never most)."""
+  known = set(defaults) | set(config_lib.LEGACY)
+  return (isinstance(saved.get('model'), str) and isinstance(saved.get('dataset'), str) and
+          2 * len(set(saved) & known) >= len(saved))
+
+
+def saved_config(workdir: str) -> dict | None:
+  """The workdir's config.json (None without one); one that is unreadable or not a cnn_zoo
+  config is refused (WorkdirError), whatever the caller means to do with the directory."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    return
+    return None
   try:
     with open(path, encoding='utf-8') as f:
       saved = json.load(f)
     if not isinstance(saved, dict):
       raise ValueError(f'a JSON {type(saved).__name__}, not an object')
   except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-    if overwrite:
-      saved = {}  # replaced below, as asked
-    else:
-      # config.json is written whole and renamed, so this is damage from outside: never suggest
-      # --overwrite, which would delete the run's checkpoints with it.
-      raise WorkdirError(f'{path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0]}); '
-                         f'it identifies the run in {workdir}, whose checkpoints are kept: restore '
-                         f'it from a copy, or train into another --workdir') from None
+    # config.json is written whole and renamed, so this is damage from outside (or another tool's
+    # file): refused even with --overwrite, and never suggesting it, which would delete the
+    # checkpoints with it.
+    raise WorkdirError(f'{path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0]}); '
+                       f'it identifies the run in {workdir}, whose checkpoints are kept: restore '
+                       f'it from a copy, or train into another --workdir') from None
+  if not _is_run_config(saved, json.loads(config_lib.defaults().to_json())):
+    # Another tool's directory: --overwrite would delete its checkpoints/ and config.json.
+    shown = ', '.join(sorted(saved)[:4]) + (', ...' if len(saved) > 4 else '')
+    raise WorkdirError(f'workdir {workdir} is not a cnn_zoo run: its config.json is not a cnn_zoo '
+                       f'config (fields: {shown or "none"}); nothing in it is replaced or '
+                       f'deleted: choose another --workdir')
+  return saved
+
+
+def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
+  """Refuses a workdir holding a run of another config, unless `overwrite` (which clears it); a
+  config.json that is unreadable or not a cnn_zoo config is refused even with `overwrite`."""
+  saved = saved_config(workdir)
+  if saved is None:
+    return
   defaults = json.loads(config_lib.defaults().to_json())
   fields = differing_fields(saved, json.loads(config_json), defaults)
   if not fields:
@@ -99,7 +139,14 @@ def check_same_run(workdir: str, config_json: str, overwrite: bool) -> None:
                        f'--overwrite to replace it')
   for name in RUN_FILES:
     target = os.path.join(workdir, name)
-    if os.path.isdir(target):
+    if os.path.islink(target) and os.path.isdir(target):  # checkpoints/ kept on another disk
+      for entry in os.listdir(target):
+        inner = os.path.join(target, entry)
+        if os.path.isdir(inner) and not os.path.islink(inner):
+          shutil.rmtree(inner)
+        else:
+          os.remove(inner)
+    elif os.path.isdir(target):
       shutil.rmtree(target)
     elif os.path.exists(target):
       os.remove(target)

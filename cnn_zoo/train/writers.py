@@ -9,6 +9,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer import event_file_writer
 
+from cnn_zoo import outputs
 from cnn_zoo.train import trackers
 
 
@@ -38,7 +39,7 @@ class JsonlWriter(Writer):
   def __init__(self, workdir: str, resume_step: int = 0):
     path = os.path.join(workdir, 'metrics.jsonl')
     self.kept = _keep_up_to(path, resume_step)  # the records of earlier processes of this run
-    self._file = open(path, 'a', encoding='utf-8')
+    self._file = outputs.open_own(path, 'a')  # never through a link
 
   def write(self, step, split, values):
     # One write of a whole line, flushed at once, so a killed run leaves no torn record.
@@ -109,24 +110,36 @@ class MetricWriter:
       writer.close(results)
 
 
+def read_record(line: bytes) -> dict | None:
+  """The record on one line of metrics.jsonl, or None for a line that is not one: torn (the last
+  line of a killed run), not UTF-8, not JSON, or not an object with an integer step and a split."""
+  try:
+    record = json.loads(line.decode('utf-8'))
+  except ValueError:  # UnicodeDecodeError and json.JSONDecodeError
+    return None
+  if not (isinstance(record, dict) and type(record.get('step')) is int and
+          isinstance(record.get('split'), str)):
+    return None
+  return record
+
+
 def _keep_up_to(path: str, step: int) -> list:
-  """Drops records past `step` (written after the checkpoint a run resumes from) and torn lines.
+  """Drops records past `step` (written after the checkpoint a run resumes from) and lines that
+  are not records (torn, undecodable), so that none of them blocks a resume.
 
   Returns the records kept.
   """
-  if not os.path.exists(path):
+  if not os.path.lexists(path):
     return []
+  outputs.open_own(path, 'a').close()  # a link there is refused, not read or replaced
   kept, records = [], []
-  with open(path, encoding='utf-8') as f:
+  with open(path, 'rb') as f:
     for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue  # the torn last line of a killed run
-      if line.endswith('\n') and record.get('step', 0) <= step:
-        kept.append(line)
+      record = read_record(line)
+      if record is not None and line.endswith(b'\n') and record['step'] <= step:
+        kept.append(line.decode('utf-8'))
         records.append(record)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+  with outputs.open_own(path + '.tmp') as f:
     f.writelines(kept)
   os.replace(path + '.tmp', path)
   return records
