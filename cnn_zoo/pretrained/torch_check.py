@@ -73,7 +73,7 @@ def torchvision_models():
 def transforms_functional():
   """torchvision.transforms.functional (pad, crop, hflip, ...), imported the same way: its tensor
   functions are plain Python over torch."""
-  if not _torchvision_imports():
+  if not _torchvision_imports() and 'torchvision.transforms' not in sys.modules:
     _bare_package('torchvision.transforms',
                   os.path.join(sys.modules['torchvision'].__path__[0], 'transforms'))
   return importlib.import_module('torchvision.transforms.functional')
