@@ -1,5 +1,14 @@
-"""What the CIFAR-10 recipes share: SGD with momentum 0.9, padding-4 crops and flips, evaluation on
-the whole test split in batches of 1,000, and where the data come from."""
+"""What the CIFAR-10 recipes share: SGD with momentum 0.9, weight decay on every parameter,
+padding-4 crops and flips, evaluation on the whole test split in batches of 1,000, and where the
+data come from.
+
+Every CIFAR reference these recipes cite decays every parameter, BatchNorm's scale and offset and
+the biases included: `torch.optim.SGD(model.parameters(), ..., weight_decay=...)` in
+akamaster/pytorch_resnet_cifar10 trainer.py, bearpaw/pytorch-classification cifar.py,
+andreasveit/densenet-pytorch train.py and kuangliu/pytorch-cifar main.py (and Lua Torch's
+optim.sgd over the flattened parameters in liuzhuang13/DenseNet train.lua), so the recipes set
+weight_decay_on='all' (tests/test_recipes_torch.py holds each step to its reference's).
+"""
 
 from cnn_zoo.train import config as config_lib
 
@@ -20,6 +29,7 @@ def sgd_recipe(model: str, data: str, reduced: bool, *, batch_size: int, weight_
   c.momentum = 0.9
   c.nesterov = nesterov
   c.weight_decay = weight_decay
+  c.weight_decay_on = 'all'
   c.schedule = schedule
   c.augment = 'crop_flip'
   c.crop_padding = 4

@@ -4,7 +4,13 @@
   python -m experiments.train --config=configs/cifar10_densenet.py:reduced --workdir=runs/densenet_reduced
 
 300 epochs at batch 64, SGD with Nesterov momentum 0.9, learning rate 0.1 divided by 10 at 50% and
-75% of training, weight decay 1e-4, padding-4 crops and flips (C10+, no dropout).
+75% of training, weight decay 1e-4 on every parameter, padding-4 crops and flips (C10+, no
+dropout). Reference implementations: the authors' liuzhuang13/DenseNet (models/densenet.lua:
+convolutions N(0, 2 / (k * k * out)), zero Linear bias; train.lua: optim.sgd with nesterov and
+weightDecay over all the flattened parameters) and its PyTorch port andreasveit/densenet-pytorch
+(densenet.py, the same initialisation; train.py: `torch.optim.SGD(model.parameters(), 0.1,
+momentum=0.9, nesterov=True, weight_decay=1e-4)`), hence weight_decay_on='all';
+tests/test_recipes_torch.py holds the step to it.
 
 Arguments (comma-separated): data= the dataset (default TFDS `cifar10`; `reduced` defaults to
 ../shared/data/cifar10.npz, a JPEG-decoded copy whose numbers are not comparable with the paper's);

@@ -7,9 +7,17 @@
   python -m experiments.train --config=configs/cifar10_resnet.py:smoke --workdir=/tmp/smoke
 
 SGD with momentum 0.9, learning rate 0.1 divided by 10 at 32k and 48k of 64k iterations, weight
-decay 1e-4, batch 128, 4-pixel padding with random 32x32 crops and flips; He initialisation
-(weight_init='paper'). ResNet-110 warms up for one epoch (the paper: 0.01 for about 400 iterations).
-Table 6 test errors: 8.75 / 7.51 / 7.17 / 6.97 / 6.43% for ResNet-20/32/44/56/110.
+decay 1e-4 on every parameter, batch 128, 4-pixel padding with random 32x32 crops and flips; He
+initialisation (weight_init='paper'). ResNet-110 warms up for one epoch (the paper: 0.01 for about
+400 iterations). Table 6 test errors: 8.75 / 7.51 / 7.17 / 6.97 / 6.43% for ResNet-20/32/44/56/110.
+
+Reference implementation: akamaster/pytorch_resnet_cifar10 (8.27% for ResNet-20): resnet.py for
+the model (option A shortcuts; `_weights_init`: kaiming_normal_, fan_in, on every Conv2d and
+Linear weight) and trainer.py for the optimizer (`torch.optim.SGD(model.parameters(), 0.1,
+momentum=0.9, weight_decay=1e-4)`: BatchNorm's scale and offset and the Linear's bias are decayed
+too, hence weight_decay_on='all'). Where it departs from the paper (200 epochs, decays at 100 and
+150, no 45k/5k split) the paper's budget is kept; tests/test_recipes_torch.py holds the step to
+the reference's term for term.
 
 Arguments (comma-separated): model= one of MODELS (default resnet20; a bare model name also
 works); data= the dataset (default

@@ -5,9 +5,13 @@
 
 The VGG paper (Simonyan & Zisserman 2015) has no CIFAR-10 table; the usual reference recipe is
 bearpaw/pytorch-classification's: 164 epochs at batch 128, SGD with momentum 0.9, learning rate 0.1
-divided by 10 at epochs 81 and 122, weight decay 5e-4, padding-4 crops and flips; it reports 6.66%
-test error for VGG-19-BN, from the same initialisation as here (weight_init='paper': He normal
-convolutions, N(0, 0.01) Linear). With that initialisation VGG-11-BN's loss spikes in its first 20
+divided by 10 at epochs 81 and 122, weight decay 5e-4 on every parameter, padding-4 crops and
+flips; it reports 6.66% test error for VGG-19-BN, from the same initialisation as here
+(weight_init='paper': He normal fan_out convolutions with zero bias, N(0, 0.01) Linear with zero
+bias). Reference implementation: bearpaw/pytorch-classification, cifar.py (`optim.SGD(
+model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)`, hence weight_decay_on='all'),
+TRAINING.md (the schedule) and models/cifar/vgg.py (the model and `_initialize_weights`; the same
+layers as kuangliu/pytorch-cifar models/vgg.py); tests/test_recipes_torch.py holds the step to it. With that initialisation VGG-11-BN's loss spikes in its first 20
 steps at 0.1 and falls below its starting value (ln 10) by step 200; with flax's LeCun-normal one it
 blew up to 7-17 within 10 steps and was at chance after 20 (WORKSPACE.md), which is why runs before
 2026-11-27 used 0.01 (reproduce them with --config.weight_init=flax --config.learning_rate=0.01).

@@ -6,8 +6,13 @@
 All models trained alike from their papers' initialisations: 100 epochs at batch 128, SGD with
 momentum 0.9, learning rate 0.1 (the rate of He et al. and Huang et al., and of the reference CIFAR
 recipes for every other family: bearpaw/pytorch-classification, kuangliu/pytorch-cifar) after a
-one-epoch linear warm-up and cosine decay, weight decay 5e-4, padding-4 crops and flips. LeNet-5
-sees the images in grey (it takes one channel).
+one-epoch linear warm-up and cosine decay, weight decay 5e-4 on every parameter, padding-4 crops and
+flips. LeNet-5 sees the images in grey (it takes one channel). The optimizer is that of the
+reference scripts, kuangliu/pytorch-cifar main.py (`optim.SGD(net.parameters(), lr=0.1,
+momentum=0.9, weight_decay=5e-4)`, CosineAnnealingLR) and bearpaw/pytorch-classification cifar.py
+(the same SGD line), hence weight_decay_on='all'; each model starts from its reference's
+initialisation (cnn_zoo.models.initializers; AlexNet-CIFAR: bearpaw's models/cifar/alexnet.py,
+PyTorch's defaults); tests/test_recipes_torch.py holds the step to it for AlexNet-CIFAR.
 
 Arguments (comma-separated): model= any registered 32x32 model (default lenet5); data= the dataset
 (default TFDS `cifar10`; `reduced` defaults to ../shared/data/cifar10.npz, a JPEG-decoded copy);

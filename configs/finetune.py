@@ -8,9 +8,14 @@
 classifier starts afresh when the number of classes differs (the folder's classes), every other
 weight and BatchNorm statistic starts from there. Inputs are normalised by the folder's own mean
 and std, as in every run here. 224x224 inputs (images resized), SGD with momentum 0.9 at 0.01 with
-cosine decay over 10 epochs, weight decay 1e-4, random flips: a common transfer recipe, not one
-tuned here. Arguments (comma-separated): model= any registered model (default resnet50; a bare
-model name also works, `:resnet50`); data= the dataset (default folder:my_photos); smoke: three
+cosine decay over 10 epochs, weight decay 1e-4 on every parameter, random flips: a common transfer
+recipe, not one tuned here. The decay follows pytorch/vision references/classification/train.py,
+whose `--wd` (default 1e-4) applies to every parameter unless `--norm-weight-decay` is given (its
+default None passes `model.parameters()` to SGD); --config.weight_decay_on=kernels is its
+`--norm-weight-decay 0` with the biases left undecayed as well.
+
+Arguments (comma-separated): model= any registered model (default resnet50; a bare model name
+also works, `:resnet50`); data= the dataset (default folder:my_photos); smoke: three
 steps on the embedded digits at 32x32 (ResNet-18 unless a model is named), about half a minute on a
 2-core CPU:
 
@@ -38,6 +43,7 @@ def get_config(arg: str | None = None):
   c.learning_rate = 0.01
   c.momentum = 0.9
   c.weight_decay = 1e-4
+  c.weight_decay_on = 'all'  # pytorch/vision references/classification/train.py's default
   c.schedule = 'cosine'
   c.augment = 'flip'
   c.log_every_steps = 10

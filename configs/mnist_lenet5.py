@@ -6,6 +6,12 @@
 
 Without `data=` it reads TFDS `mnist` (prepared in data_dir). The 28x28 digits are
 zero-padded to 32x32, as in the paper.
+
+No reference implementation is followed (LeCun et al. trained with their own code: stochastic
+diagonal Levenberg-Marquardt, no weight decay): the recipe is the zoo's own, in PyTorch's
+conventions, PyTorch's default initialisation (cnn_zoo.models.initializers) and SGD with momentum
+0.9 and weight decay 5e-4 on every parameter, as `torch.optim.SGD(model.parameters(),
+weight_decay=5e-4)` decays them (tests/test_recipes_torch.py holds the step to that).
 """
 
 from cnn_zoo.train import config as config_lib
@@ -23,6 +29,7 @@ def get_config(arg: str | None = None):
   c.learning_rate = 0.05
   c.momentum = 0.9
   c.weight_decay = 5e-4
+  c.weight_decay_on = 'all'  # every parameter, as torch.optim.SGD(model.parameters()) decays
   c.schedule = 'cosine'
   c.augment = 'crop'  # +-2 pixel shifts
   c.crop_padding = 2

@@ -73,6 +73,8 @@ def test_every_config_file_is_documented_and_every_documented_variant_is_valid(p
     ('label_smoothing', 1.0, 'must be in [0, 1)'),
     ('lr_boundaries', (0.5, 1.5), 'must be fractions'),
     ('dtype', 'float16', "config.dtype='float16' is not valid"),
+    ('weight_decay_on', 'biases', "config.weight_decay_on='biases' is not valid; valid choices: "
+                                  "all, kernels"),
 ])
 def test_bad_values_are_named(field, value, message):
   config = config_lib.defaults()

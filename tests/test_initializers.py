@@ -1,4 +1,4 @@
-"""Each family starts where its paper and torchvision start (cnn_zoo.models.initializers)."""
+"""Each family starts where its reference implementation starts (cnn_zoo.models.initializers)."""
 
 import hashlib
 import math
@@ -21,7 +21,11 @@ KERNEL_STD = {
     ('alexnet', 'conv'): TORCH_DEFAULT, ('alexnet', 'dense'): TORCH_DEFAULT,
     ('vgg', 'conv'): lambda s: math.sqrt(2 / _FAN_OUT(s)), ('vgg', 'dense'): lambda s: 0.01,
     ('resnet', 'conv'): lambda s: math.sqrt(2 / _FAN_OUT(s)), ('resnet', 'dense'): TORCH_DEFAULT,
+    ('resnet_cifar', 'conv'): lambda s: math.sqrt(2 / _FAN_IN(s)),
+    ('resnet_cifar', 'dense'): lambda s: math.sqrt(2 / _FAN_IN(s)),
     ('densenet', 'conv'): lambda s: math.sqrt(2 / _FAN_IN(s)), ('densenet', 'dense'): TORCH_DEFAULT,
+    ('densenet_cifar', 'conv'): lambda s: math.sqrt(2 / _FAN_OUT(s)),
+    ('densenet_cifar', 'dense'): TORCH_DEFAULT,
     ('googlenet', 'conv'): lambda s: 0.01, ('googlenet', 'dense'): lambda s: 0.01,
 }
 # Bias rule by (family, layer kind): 'zero' or 'torch' (uniform +-1/sqrt(fan_in)).
@@ -29,8 +33,17 @@ BIAS = {('lenet', 'conv'): 'torch', ('lenet', 'dense'): 'torch',
         ('alexnet', 'conv'): 'torch', ('alexnet', 'dense'): 'torch',
         ('vgg', 'conv'): 'zero', ('vgg', 'dense'): 'zero',
         ('resnet', 'dense'): 'torch', ('densenet', 'dense'): 'zero',
+        ('resnet_cifar', 'dense'): 'torch', ('densenet_cifar', 'dense'): 'zero',
         ('googlenet', 'dense'): 'torch'}
 LARGE = 4096  # kernels with at least this many weights have their std checked (error ~1%)
+
+
+def _rule_name(name):
+  """The initializers.PAPER rule of a registered model: the CIFAR ResNets and DenseNet-BC have
+  their own (their references'), every other model its family's."""
+  family = models.spec(name).family
+  cifar = family in ('resnet', 'densenet') and models.get(name).stem == 'cifar'
+  return f'{family}_cifar' if cifar else family
 
 
 def _init(name, **kwargs):
@@ -69,7 +82,7 @@ EVERY_OTHER = [pytest.param(n, marks=pytest.mark.slow) for n in models.names()
 @pytest.mark.parametrize('name', list(ONE_PER_FAMILY) + EVERY_OTHER)
 def test_every_layer_follows_its_family_rule(name):
   """Reached through the registry: every kernel, bias and BatchNorm of the model."""
-  family = models.spec(name).family
+  family = _rule_name(name)
   variables = _init(name)
   checked = 0
   for path, kernel, bias in _layers(variables['params']):
@@ -91,6 +104,19 @@ def test_every_layer_follows_its_family_rule(name):
     assert all(np.abs(k).max() <= 2.0 for _, k, _ in _layers(variables['params']))
   for path, bn in _batch_norms(variables['params']):
     assert np.all(bn['scale'] == 1) and not np.any(bn['bias']), path
+
+
+def test_the_cifar_resnet_linear_is_he_normal_fan_in_as_in_its_reference():
+  """akamaster/pytorch_resnet_cifar10 applies kaiming_normal_ to the Linear too (ResNet-20's own
+  640 weights are too few for the std check above: 100 classes give 6,400)."""
+  dense = _init('resnet20', num_classes=100)['params']['Dense_0']
+  assert abs(dense['kernel'].std() / math.sqrt(2 / 64) - 1) < 0.05
+  bound = 1 / math.sqrt(64)
+  assert np.all(np.abs(dense['bias']) <= bound) and np.abs(dense['bias']).max() > bound / 2
+  # ImageNet ResNets keep torchvision's rule: fan_out convolutions, PyTorch's default Linear.
+  assert _rule_name('resnet18') == 'resnet' and _rule_name('resnet20') == 'resnet_cifar'
+  assert _rule_name('densenet121') == 'densenet'
+  assert _rule_name('densenet_bc_100') == 'densenet_cifar'
 
 
 def test_every_name_takes_its_family_rule():

@@ -39,7 +39,7 @@ def _reference(config, params, grads, lr):
   wd = config.weight_decay
   mode = config.weight_decay_mode or ('decoupled' if config.optimizer == 'adamw' else 'l2')
   w = {p: np.asarray(v, np.float64) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-  kernel = {p: _is_kernel(p) for p in w}
+  kernel = {p: _is_kernel(p) or config.weight_decay_on == 'all' for p in w}  # what is decayed
   m = {p: np.zeros_like(v) for p, v in w.items()}
   v2 = {p: np.zeros_like(v) for p, v in w.items()}
   for t, g_tree in enumerate(grads):
@@ -85,6 +85,8 @@ LR = lambda count: 0.1 * (count + 1)
 @pytest.mark.parametrize('fields', [
     dict(optimizer='sgd', momentum=0.9, weight_decay=0.1),
     dict(optimizer='sgd', momentum=0.9, nesterov=True, weight_decay=0.1),
+    dict(optimizer='sgd', momentum=0.9, weight_decay=0.1, weight_decay_on='all'),
+    dict(optimizer='adamw', weight_decay=0.1, weight_decay_on='all'),
     dict(optimizer='sgd', momentum=0.9, weight_decay=0.1, weight_decay_mode='decoupled'),
     dict(optimizer='sgd', momentum=0.0, weight_decay=0.1),
     dict(optimizer='sgd', momentum=0.9, weight_decay=0.0),
@@ -114,6 +116,7 @@ def test_the_cases_above_differ_from_each_other():
   base = dict(optimizer='sgd', momentum=0.9, weight_decay=0.1)
   variants = [base, {**base, 'nesterov': True}, {**base, 'weight_decay_mode': 'decoupled'},
               {**base, 'weight_decay': 0.0}, {**base, 'grad_clip_norm': 1.0},
+              {**base, 'weight_decay_on': 'all'},
               dict(optimizer='adam', weight_decay=0.1),
               dict(optimizer='adam', weight_decay=0.1, weight_decay_mode='decoupled')]
   results = [flat(_reference(_config(**v), params, grads, LR)) for v in variants]
@@ -122,15 +125,18 @@ def test_the_cases_above_differ_from_each_other():
       assert np.max(np.abs(results[i] - results[j])) > 1e-2, (variants[i], variants[j])
 
 
-def test_weight_decay_moves_kernels_only():
-  """With zero gradients, one SGD step shrinks each kernel by lr * wd * w and nothing else moves."""
+@pytest.mark.parametrize('on', ['kernels', 'all'])
+def test_weight_decay_moves_what_weight_decay_on_names(on):
+  """With zero gradients, one SGD step shrinks each kernel (with 'all', every parameter: biases and
+  BatchNorm's scale and offset too) by lr * wd * w and nothing else moves."""
   params = _params()
   zeros = jax.tree.map(jnp.zeros_like, params)
   for mode in ('l2', 'decoupled'):
-    config = _config(optimizer='sgd', momentum=0.9, weight_decay=0.5, weight_decay_mode=mode)
+    config = _config(optimizer='sgd', momentum=0.9, weight_decay=0.5, weight_decay_mode=mode,
+                     weight_decay_on=on)
     got = _run(config, params, [zeros], lambda _: 0.1)
     for path, w in jax.tree_util.tree_flatten_with_path(params)[0]:
-      expected = w * (1 - 0.05) if _is_kernel(path) else w
+      expected = w * (1 - 0.05) if _is_kernel(path) or on == 'all' else w
       np.testing.assert_allclose(got[path], expected, rtol=1e-6, err_msg=jax.tree_util.keystr(path))
 
 

@@ -13,7 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip('torch')
+from tests import torch_required
+
+torch = torch_required.import_torch()
 
 from cnn_zoo.pretrained import convert, files, layout  # noqa: E402
 from cnn_zoo.pretrained import torch_check  # noqa: E402
@@ -21,6 +23,8 @@ from cnn_zoo.pretrained import torch_check  # noqa: E402
 try:
   torch_check.torchvision_models()
 except ImportError:
+  if os.environ.get('CNN_ZOO_REQUIRE_TORCH'):  # CI installs it: missing is a failure
+    pytest.fail('torchvision model code not installed', pytrace=False)
   pytest.skip('torchvision model code not installed', allow_module_level=True)
 
 FAST = ('resnet18',)

@@ -121,8 +121,9 @@ def test_a_run_from_before_weight_init_and_input_pipeline_resumes_only_as_it_ran
   from cnn_zoo.train import config as config_lib
   from cnn_zoo.train import workdir
   old = json.loads(config_lib.defaults().to_json())
-  del old['weight_init'], old['input_pipeline']
+  del old['weight_init'], old['input_pipeline'], old['weight_decay_on']
   now = json.loads(config_lib.defaults().to_json())
-  assert workdir.differing_fields(old, now) == ['input_pipeline', 'weight_init']
-  now.update(weight_init='flax', input_pipeline='tfdata')
+  now['weight_decay_on'] = 'all'  # what the recipes now set
+  assert workdir.differing_fields(old, now) == ['input_pipeline', 'weight_decay_on', 'weight_init']
+  now.update(weight_init='flax', input_pipeline='tfdata', weight_decay_on='kernels')
   assert workdir.differing_fields(old, now) == []

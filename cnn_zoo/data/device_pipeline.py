@@ -116,22 +116,35 @@ def ordered_batch(split: DeviceSplit, order, step, seed, *, batch_size: int, ste
                   mean, std, augment: str = 'none', crop_padding: int = 4) -> dict:
   """train_batch given its epoch's order, which a loop computes once per epoch rather than once
   per step (a sort of the whole split: more than LeNet-5's whole step on a CPU)."""
-  key = jax.random.PRNGKey(seed)
   in_epoch = step % steps_per_epoch
   index = jax.lax.dynamic_slice(order, (in_epoch * batch_size,), (batch_size,))
   x = split.images[index]
   # Normalised after the crop's zero padding, as the tf.data pipeline does (padding = black).
   x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
   if augment != 'none':
-    crop_key, flip_key = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, 1 << 30),
-                                                             step))
-    if 'crop' in augment:
-      offsets = jax.random.randint(crop_key, (batch_size, 2), 0, 2 * crop_padding + 1)
-      x = jax.vmap(functools.partial(_crop, padding=crop_padding))(x, offsets)
-    if 'flip' in augment:
-      flips = jax.random.bernoulli(flip_key, 0.5, (batch_size,))
-      x = jnp.where(flips[:, None, None, None], x[:, :, ::-1], x)
+    offsets, flips = augmentation_draws(seed, step, batch_size, crop_padding)
+    x = augment_batch(x, offsets, flips, augment, crop_padding)
   return {'image': _normalise(x, mean, std), 'label': split.labels[index]}
+
+
+def augmentation_draws(seed, step, batch_size: int, crop_padding: int):
+  """The crop offsets ((batch_size, 2), each in 0 .. 2 * crop_padding: the crop's top-left corner
+  in the padded image) and flips (batch_size,) of training step `step`."""
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 30), step)
+  crop_key, flip_key = jax.random.split(key)
+  offsets = jax.random.randint(crop_key, (batch_size, 2), 0, 2 * crop_padding + 1)
+  return offsets, jax.random.bernoulli(flip_key, 0.5, (batch_size,))
+
+
+def augment_batch(x, offsets, flips, augment: str, crop_padding: int):
+  """(N, H, W, C) images zero-padded by `crop_padding` and cropped back at `offsets` ('crop'),
+  then mirrored left-right where `flips` ('flip'): torchvision's pad, crop and hflip
+  (tests/test_augment_torch.py)."""
+  if 'crop' in augment:
+    x = jax.vmap(functools.partial(_crop, padding=crop_padding))(x, offsets)
+  if 'flip' in augment:
+    x = jnp.where(flips[:, None, None, None], x[:, :, ::-1], x)
+  return x
 
 
 def eval_batch(split: DeviceSplit, index, *, batch_size: int, mean, std) -> dict:

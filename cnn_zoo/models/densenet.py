@@ -94,13 +94,14 @@ class DenseLayer(nn.Module):
   dtype: Any = jnp.float32
   weight_init: str = 'paper'
   conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
+  init_rule: str = 'densenet'  # the initializers.PAPER rule: 'densenet_cifar' under the CIFAR stem
 
   @nn.compact
   def __call__(self, features, train: bool = False):
     pieces, piece_moments = features
     conv = functools.partial(
         conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
-        kernel_init=initializers.rule('densenet', self.weight_init).conv_kernel)
+        kernel_init=initializers.rule(self.init_rule, self.weight_init).conv_kernel)
     x = SharedStatsBatchNorm(self.dtype, name='BatchNorm_0')(pieces, piece_moments, train)
     y = conv(self.bn_size * self.growth_rate, (1, 1), name='Conv_0')(x)
     y = nn.relu(norm.batch_norm(train, self.dtype, name='BatchNorm_1')(y))
@@ -125,7 +126,9 @@ class DenseNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    init = initializers.rule('densenet', self.weight_init)
+    # The CIFAR DenseNet-BC starts as its reference code does, the ImageNet ones as torchvision's.
+    init_rule = 'densenet_cifar' if self.stem == 'cifar' else 'densenet'
+    init = initializers.rule(init_rule, self.weight_init)
     conv = functools.partial(conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
                              kernel_init=init.conv_kernel)
     layer = remat_lib.block(DenseLayer, self.remat)
@@ -146,8 +149,10 @@ class DenseNet(nn.Module):
       pieces, stats = [x], [piece_moments(x)]
       for _ in range(size):
         pieces = list(accumulate_here(tuple(pieces)))
-        y = layer(self.growth_rate, self.bn_size, dtype=self.dtype, weight_init=self.weight_init,
-                  conv_impl=self.conv_impl)((tuple(pieces), tuple(stats)), train)
+        dense_layer = layer(self.growth_rate, self.bn_size, dtype=self.dtype,
+                            weight_init=self.weight_init, conv_impl=self.conv_impl,
+                            init_rule=init_rule)
+        y = dense_layer((tuple(pieces), tuple(stats)), train)
         pieces.append(y)
         stats.append(piece_moments(y))
       x = SharedStatsBatchNorm(self.dtype, name=next(bn_names))(pieces, stats, train)

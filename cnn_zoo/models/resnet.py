@@ -29,6 +29,7 @@ class ResidualBlock(nn.Module):
   weight_init: str = 'paper'
   zero_init_last_bn: bool = False
   conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
+  init_rule: str = 'resnet'  # the initializers.PAPER rule: 'resnet_cifar' under the CIFAR stem
 
 
 class BasicBlock(ResidualBlock):
@@ -63,7 +64,7 @@ def _block_layers(block: ResidualBlock, train: bool):
   not a method: module methods are intercepted like layers (summaries, shape checks)."""
   conv = functools.partial(
       conv_lib.conv_module(block.conv_impl), use_bias=False, dtype=block.dtype,
-      kernel_init=initializers.rule('resnet', block.weight_init).conv_kernel)
+      kernel_init=initializers.rule(block.init_rule, block.weight_init).conv_kernel)
   return conv, functools.partial(norm.batch_norm, train, block.dtype)
 
 
@@ -84,7 +85,7 @@ def _shortcut(block: nn.Module, x, features: int, train: bool):
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
   x = conv_lib.conv_module(block.conv_impl)(
       features, (1, 1), strides=block.stride, use_bias=False, dtype=block.dtype,
-      kernel_init=initializers.rule('resnet', block.weight_init).conv_kernel,
+      kernel_init=initializers.rule(block.init_rule, block.weight_init).conv_kernel,
       name='downsample_conv')(x)
   return norm.batch_norm(train, block.dtype, name='downsample_bn')(x)
 
@@ -107,7 +108,9 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    init = initializers.rule('resnet', self.weight_init)
+    # The CIFAR ResNets start as their PyTorch reference does, the ImageNet ones as torchvision's.
+    init_rule = 'resnet_cifar' if self.stem == 'cifar' else 'resnet'
+    init = initializers.rule(init_rule, self.weight_init)
     block = remat_lib.block(self.block, self.remat)
     conv = functools.partial(conv_lib.conv_module(self.conv_impl), self.widths[0], use_bias=False,
                              dtype=self.dtype, kernel_init=init.conv_kernel)
@@ -128,7 +131,7 @@ class ResNet(nn.Module):
         x = block(width, stride=stride, shortcut=self.shortcut, dtype=self.dtype,
                        weight_init=self.weight_init,
                        zero_init_last_bn=self.zero_init_last_bn,
-                       conv_impl=self.conv_impl)(x, train)
+                       conv_impl=self.conv_impl, init_rule=init_rule)(x, train)
     x = pooling.global_avg_pool(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
 

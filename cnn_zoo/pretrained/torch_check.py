@@ -2,8 +2,9 @@
 
 Needs PyTorch and torchvision's Python model code (`pip install torch==2.13.0` and
 `pip install --no-deps torchvision`). A torchvision wheel built for another torch fails to import
-as a package (its C++ operators do not load); its `torchvision.models` modules are plain Python
-and load without the package's `__init__`, which `torchvision_models()` arranges.
+as a package (its C++ operators do not load); its `torchvision.models` and
+`torchvision.transforms.functional` modules are plain Python and load without the package's
+`__init__`, which `torchvision_models()` and `transforms_functional()` arrange.
 """
 
 import functools
@@ -26,11 +27,13 @@ FAMILY_MODULES = ('alexnet', 'vgg', 'googlenet', 'resnet', 'densenet')
 
 
 @functools.lru_cache(maxsize=1)
-def torchvision_models():
-  """torchvision.models, imported whole when torchvision imports, else module by module."""
+def _torchvision_imports() -> bool:
+  """Whether torchvision imports as a package. If not, every half-imported torchvision module is
+  dropped and 'torchvision' becomes an empty package over the installed files, whose plain-Python
+  modules then import one by one (`_bare_package`)."""
   try:
-    import torchvision.models as tvm  # pylint: disable=g-import-not-at-top
-    return tvm
+    import torchvision  # pylint: disable=g-import-not-at-top,unused-import
+    return True
   except (ImportError, RuntimeError, OSError):
     pass
   for name in [n for n in sys.modules if n == 'torchvision' or n.startswith('torchvision.')]:
@@ -38,18 +41,42 @@ def torchvision_models():
   spec = importlib.util.find_spec('torchvision')
   if spec is None:
     raise ImportError('torchvision is not installed: pip install --no-deps torchvision')
-  root = os.path.dirname(spec.origin)
+  _bare_package('torchvision', os.path.dirname(spec.origin))
+  return False
+
+
+def _bare_package(name: str, path: str) -> None:
+  """Package `name` over the folder `path`, without running its __init__."""
+  package = types.ModuleType(name)
+  package.__path__ = [path]
+  sys.modules[name] = package
+
+
+@functools.lru_cache(maxsize=1)
+def torchvision_models():
+  """torchvision.models, imported whole when torchvision imports, else module by module."""
+  if _torchvision_imports():
+    import torchvision.models as tvm  # pylint: disable=g-import-not-at-top
+    return tvm
+  root = sys.modules['torchvision'].__path__[0]
+  _bare_package('torchvision.models', os.path.join(root, 'models'))
   namespace = types.SimpleNamespace()
-  for name, path in (('torchvision', root), ('torchvision.models', os.path.join(root, 'models'))):
-    package = types.ModuleType(name)
-    package.__path__ = [path]
-    sys.modules[name] = package
   for family in FAMILY_MODULES:
     module = importlib.import_module(f'torchvision.models.{family}')
     for attr in dir(module):
       if attr in layout.TORCHVISION.values() or attr in ('GoogLeNet',):
         setattr(namespace, attr, getattr(module, attr))
   return namespace
+
+
+@functools.lru_cache(maxsize=1)
+def transforms_functional():
+  """torchvision.transforms.functional (pad, crop, hflip, ...), imported the same way: its tensor
+  functions are plain Python over torch."""
+  if not _torchvision_imports() and 'torchvision.transforms' not in sys.modules:
+    _bare_package('torchvision.transforms',
+                  os.path.join(sys.modules['torchvision'].__path__[0], 'transforms'))
+  return importlib.import_module('torchvision.transforms.functional')
 
 
 def build(name: str, num_classes: int = 1000, aux_logits: bool = True, meta: bool = False):

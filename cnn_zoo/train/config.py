@@ -28,8 +28,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # What runs from before a field existed computed, in effect: a run that predates weight_init was
-# initialised with flax's defaults and fed by tf.data, and resumes only under those values.
-LEGACY = {'weight_init': 'flax', 'input_pipeline': 'tfdata'}
+# initialised with flax's defaults and fed by tf.data, one that predates weight_decay_on decayed
+# the kernels only, and each resumes only under those values.
+LEGACY = {'weight_init': 'flax', 'input_pipeline': 'tfdata', 'weight_decay_on': 'kernels'}
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -63,6 +64,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.adam_eps = 1e-8
   c.weight_decay = 0.0
   c.weight_decay_mode = ''  # '' picks decoupled for adamw, l2 otherwise
+  c.weight_decay_on = 'kernels'  # all: every parameter (PyTorch's SGD(model.parameters())); kernels
   c.grad_clip_norm = 0.0
   c.schedule = 'cosine'
   c.warmup_epochs = 0.0
@@ -176,6 +178,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, 'optimizer', optim.OPTIMIZERS)
   _choice(config, 'schedule', optim.SCHEDULES)
   _choice(config, 'weight_decay_mode', ('',) + optim.WEIGHT_DECAY_MODES)
+  _choice(config, 'weight_decay_on', optim.WEIGHT_DECAY_ON)
   _choice(config, 'augment', preprocess.AUGMENTATIONS)
   _choice(config, 'input_pipeline', inputs.INPUT_PIPELINES)
   _choice(config, 'resize_mode', preprocess.RESIZE_MODES)

@@ -6,6 +6,9 @@ import optax
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'piecewise', 'cosine')
 WEIGHT_DECAY_MODES = ('l2', 'decoupled')
+# What weight decay applies to: every parameter, as torch.optim.SGD(model.parameters(),
+# weight_decay=...) in the CIFAR references, or convolution and dense kernels only.
+WEIGHT_DECAY_ON = ('all', 'kernels')
 
 
 def schedule(config, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
@@ -39,7 +42,8 @@ def kernels_only(params):
 
 
 def optimizer(config, lr_schedule: optax.Schedule) -> optax.GradientTransformation:
-  """SGD (momentum, Nesterov), Adam or AdamW, with L2 or decoupled weight decay on kernels.
+  """SGD (momentum, Nesterov), Adam or AdamW, with L2 or decoupled weight decay on what
+  config.weight_decay_on names: every parameter ('all') or the kernels only ('kernels').
 
   'l2' adds weight_decay * w to the kernel gradients before the optimizer (PyTorch's
   `weight_decay`); 'decoupled' adds it after the optimizer's preconditioning (Loshchilov & Hutter),
@@ -53,7 +57,11 @@ def optimizer(config, lr_schedule: optax.Schedule) -> optax.GradientTransformati
   else:
     raise ValueError(f'unknown optimizer {config.optimizer!r}; valid choices: {", ".join(OPTIMIZERS)}')
   mode = config.weight_decay_mode or ('decoupled' if config.optimizer == 'adamw' else 'l2')
-  decay = optax.add_decayed_weights(config.weight_decay, mask=kernels_only) \
+  if config.weight_decay_on not in WEIGHT_DECAY_ON:
+    raise ValueError(f'unknown weight_decay_on {config.weight_decay_on!r}; valid choices: '
+                     f'{", ".join(WEIGHT_DECAY_ON)}')
+  mask = kernels_only if config.weight_decay_on == 'kernels' else None
+  decay = optax.add_decayed_weights(config.weight_decay, mask=mask) \
       if config.weight_decay else optax.identity()
   chain = []
   if config.grad_clip_norm:

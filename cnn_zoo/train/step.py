@@ -34,7 +34,8 @@ def train_step(state: TrainState, batch, *, label_smoothing: float = 0.0,
         else {'params': params}
     logits, updates = state.apply_fn(variables, batch['image'], train=True,
                                      mutable=['batch_stats'], rngs={'dropout': dropout_rng})
-    logits = logits.astype(jnp.float32)
+    # The loss in float32 at least: bfloat16 logits are widened, a float64 model keeps float64.
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
     return loss, (logits, updates.get('batch_stats', {}))
 
