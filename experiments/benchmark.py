@@ -123,8 +123,7 @@ def _run():
               f'{r["compile_s"]:.1f}s, train {r["train_img_s"]:.1f} img/s '
               + (f'in all, {r["train_img_s_per_replica"]:.1f} per replica of {r["replicas"]} '
                  f'(step {1e3 * r["train_step_s"]:.0f} ms) ' if r['replicas'] > 1 else '')
-              + f'
-              f'({r["conv_impl_train"]}), infer {r["infer_img_s"]:.1f} img/s '
+              + f'({r["conv_impl_train"]}), infer {r["infer_img_s"]:.1f} img/s '
               f'({r["conv_impl_eval"]}), {r["gflop_s"]:.1f} GFLOP/s, train step memory '
               f'{r["train_step_memory_mb"]:.0f} MiB, peak memory '
               f'{r["peak_mem_bytes"] / 2 ** 20:,.0f} MiB', flush=True)

@@ -322,3 +322,17 @@ def test_kill_9_of_a_run_of_replicas_resumes_every_replica_bit_identically(smoke
   assert resumed['resumed_from_step'] >= 8
   assert resumed['weights_sha256'] == reference['weights_sha256']
   assert [r['weights_sha256'] for r in resumed['replicas']] == reference['weights_sha256']
+
+
+def test_the_benchmark_times_replicas_per_replica_and_in_all_with_their_memory():
+  from cnn_zoo import benchmark
+  kwargs = dict(batch_size=8, steps=1, warmup=1, min_seconds=0.0, conv_impl='xla')
+  one = benchmark.benchmark_model('lenet5', **kwargs)
+  three = benchmark.benchmark_model('lenet5', replicas=3, **kwargs)
+  assert one['replicas'] == 1 and three['replicas'] == 3
+  assert three['train_img_s'] == pytest.approx(3 * three['train_img_s_per_replica'])
+  assert one['train_img_s'] == one['train_img_s_per_replica']
+  # Three states (LeNet-5's are most of its step at batch 8) and three batches' activations.
+  assert 2.5 < three['train_step_memory_mb'] / one['train_step_memory_mb'] < 3.5
+  with pytest.raises(errors.ConfigError, match=r'--replicas=0 must be an integer'):
+    benchmark.check_replicas(0)
