@@ -189,6 +189,7 @@ def _poisoned(monkeypatch, replica, step):
   monkeypatch.setattr(inputs_lib, 'make', make)
 
 
+@pytest.mark.slow  # the default suite's budget: skip's test covers the mask
 def test_a_nan_in_one_replica_stops_the_run_naming_that_replica(smoke_config, tmp_path,
                                                                   monkeypatch):
   config = _replica_config(smoke_config, seeds=(0, 5))
@@ -331,6 +332,7 @@ def test_kill_9_of_a_run_of_replicas_resumes_every_replica_bit_identically(smoke
   assert [r['weights_sha256'] for r in resumed['replicas']] == reference['weights_sha256']
 
 
+@pytest.mark.slow  # the default suite's budget
 def test_the_benchmark_times_replicas_per_replica_and_in_all_with_their_memory():
   from cnn_zoo import benchmark
   kwargs = dict(batch_size=8, steps=1, warmup=1, min_seconds=0.0, conv_impl='xla')
