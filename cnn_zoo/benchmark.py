@@ -12,6 +12,7 @@ reference script, one process per model; `max_batch` finds the largest batch who
 fits a memory budget.
 """
 
+import dataclasses
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ from cnn_zoo import errors, models, outputs, parallel
 from cnn_zoo.models import conv
 from cnn_zoo.train import autoconv, build as build_lib
 from cnn_zoo.train import config as config_lib
+from cnn_zoo.train import replicas as replicas_lib
 
 
 def default_batch_size(name: str) -> int:
@@ -128,15 +130,25 @@ def _build(config, measure_conv: bool = False):
 def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'float32',
                     conv_impl: str = 'auto', steps: int = 10, warmup: int = 3,
                     min_seconds: float = 3.0, infer_batch_size: int | None = None,
-                    remat: str = 'none') -> dict:
-  """Compile time, train and eval images/s (medians over >= `steps` timed steps) of one model."""
+                    remat: str = 'none', replicas: int = 1) -> dict:
+  """Compile time, train and eval images/s (medians over >= `steps` timed steps) of one model;
+  with `replicas` > 1, of that many replicas in one step (cnn_zoo.train.replicas): images/s in
+  all (`train_img_s`) and per replica (`train_img_s_per_replica`)."""
   config = step_config(name, batch_size, dtype, conv_impl, remat, infer_batch_size)
+  check_replicas(replicas)
   batch_size, infer_batch_size = config.batch_size, config.eval_batch_size
   built = _build(config, measure_conv=True)
   counts = built.summary
+  if replicas > 1:
+    config.seeds = tuple(range(replicas))
+    built = replicas_lib.build(dataclasses.replace(built, config=config))
   state = built.init()
-  train_batch = _random_batch(built, batch_size, False)
-  eval_batch = _random_batch(built, infer_batch_size, True)
+  train_batch = _random_batch(built.built if replicas > 1 else built, batch_size, False)
+  if replicas > 1:  # every replica its own batch
+    train_batch = jax.device_put(
+        {k: np.stack([np.asarray(v)] * replicas) for k, v in train_batch.items()},
+        built.batch_sharding)
+  eval_batch = _random_batch(built.built if replicas > 1 else built, infer_batch_size, True)
 
   start = time.perf_counter()
   train_step = built.compile_train(state)
@@ -160,16 +172,25 @@ def benchmark_model(name: str, batch_size: int | None = None, dtype: str = 'floa
   return {
       'params': counts.params, 'fwd_macs': counts.macs, 'batch_size': batch_size,
       'dtype': dtype, 'conv_impl': conv_impl, 'conv_impl_train': built.conv_impls[0],
-      'conv_impl_eval': built.conv_impls[1], 'remat': remat,
-      'compile_s': compile_s, 'train_step_s': train_s, 'train_img_s': batch_size / train_s,
+      'conv_impl_eval': built.conv_impls[1], 'remat': remat, 'replicas': replicas,
+      'compile_s': compile_s, 'train_step_s': train_s,
+      'train_img_s': replicas * batch_size / train_s,
+      'train_img_s_per_replica': batch_size / train_s,
       'train_steps_timed': len(train_times), 'infer_batch_size': infer_batch_size,
-      'infer_img_s': infer_batch_size / eval_s,
-      'gflop_s': 3 * 2 * counts.macs * batch_size / train_s / 1e9,
+      'infer_img_s': replicas * infer_batch_size / eval_s,
+      'gflop_s': 3 * 2 * counts.macs * replicas * batch_size / train_s / 1e9,
       # This process's high-water mark, whatever ran in it before: per model only in a child of
       # its own (in_child's peak_mem_bytes).
       'peak_rss_mb': peak_rss_mb(), 'train_step_memory_mb': step_memory_mb(train_step),
       'device_peak_mb': device_peak_mb(),  # cumulative over the process's models
   }
+
+
+def check_replicas(replicas) -> None:
+  if isinstance(replicas, bool) or not isinstance(replicas, int) or \
+      not 1 <= replicas <= config_lib.MAX_REPLICAS:
+    raise errors.ConfigError(f'--replicas={replicas!r} must be an integer in [1, '
+                             f'{config_lib.MAX_REPLICAS}]')
 
 
 def train_step_peak(name: str, batch_size: int, dtype: str = 'float32', conv_impl: str = 'auto',

@@ -1,7 +1,8 @@
 """The comparison of a sweep: one row per configuration, seeds aggregated, and the plots.
 
 Reads only what runs wrote in WORKDIR/*/ (results.json, config.json, metrics.jsonl), so it works on
-a partial sweep and on any directory of training runs. Runs are one configuration when every config
+a partial sweep and on any directory of training runs; a run of replicas (config.seeds) counts as
+the runs of its seeds. Runs are one configuration when every config
 field but `seed` agrees; a row shows the mean ± sample standard deviation (n - 1) over its seeds.
 """
 
@@ -107,8 +108,23 @@ def collect(workdir: str) -> list[Run]:
       runs.append(Run(name, {}, None, [], f'{os.path.basename(where)}: {type(e).__name__}'
                                           f'{": " + reason if reason else ""}'))
       continue
-    runs.append(Run(name, config, results, _read_jsonl(os.path.join(path, 'metrics.jsonl'))))
+    runs.extend(_as_seeds(Run(name, config, results,
+                              _read_jsonl(os.path.join(path, 'metrics.jsonl')))))
   return runs
+
+
+def _as_seeds(run: Run) -> list[Run]:
+  """A run of replicas (config.seeds; cnn_zoo.train.replicas) as the runs of its seeds, each with
+  its own results, metrics and config (seed=s, seeds=()), as separate runs would have written."""
+  seeds = run.config.get('seeds') or []
+  if not seeds:
+    return [run]
+  pick = lambda value, i: value[i] if isinstance(value, list) and len(value) == len(seeds) \
+      else value
+  return [Run(f'{run.name}[seed={seed}]', {**run.config, 'seed': seed, 'seeds': []},
+              run.results['replicas'][i] if run.results else None,
+              [{k: pick(v, i) for k, v in record.items()} for record in run.metrics])
+          for i, seed in enumerate(seeds)]
 
 
 def _key(value) -> str:

@@ -5,6 +5,9 @@ A sweep file (configs/sweeps/NAME.py) returns from `get_config(arg)` a ConfigDic
   overrides  config overrides given to every point (the budget, the data set ...); nested
              ConfigDicts stand for dotted fields;
   axes       a list of {'product': {field: [values]}} and {'zip': {field: [values], field2: [...]}}.
+  replicas   (optional, default False) True: the points that differ only in `seed` train as one
+             run of replicas (config.seeds, cnn_zoo.train.replicas), named `...,seeds=0-1-2`;
+             the comparison reads it as those seeds' runs, the same table as separate processes.
 The points are the cartesian product of the axes; a zip axis contributes its fields' values
 together, position by position (e.g. a learning rate per model). A point is named after its axis
 overrides (`model=resnet20,seed=0`) and trains into WORKDIR/NAME with the command its launcher
@@ -29,7 +32,7 @@ from typing import Any, Callable
 from cnn_zoo import errors
 from cnn_zoo.train import config as config_lib
 
-SPEC_FIELDS = ('base', 'overrides', 'axes')
+SPEC_FIELDS = ('base', 'overrides', 'axes', 'replicas')
 AXIS_KINDS = ('product', 'zip')
 LOG_NAME = 'log.txt'
 # The variable that asks a point's launcher to stop with the sweep (cli.stop_with_parent).
@@ -162,9 +165,23 @@ def expand(spec, root: str) -> list[Point]:
       raise errors.ConfigError(f'sweep axes[{i}] sets {", ".join(twice)}, already set by '
                        f'overrides or an earlier axis')
     seen |= set(choices[0])
+  replicas = spec.get('replicas', False)
+  if not isinstance(replicas, bool):
+    raise errors.ConfigError(f'sweep replicas={replicas!r} must be true or false')
+  if replicas and not any('seed' in choices[0] for choices in per_axis):
+    raise errors.ConfigError('sweep replicas=True trains the seed axis as replicas of one run, '
+                             'but no axis sets seed')
+  combos = [{k: v for part in combo for k, v in part.items()}
+            for combo in itertools.product(*per_axis)]
+  if replicas:  # one run per setting, its seeds as replicas
+    grouped: dict[str, dict] = {}
+    for overrides in combos:
+      rest = {k: v for k, v in overrides.items() if k != 'seed'}
+      point = grouped.setdefault(json.dumps(rest, sort_keys=True), {**rest, 'seeds': ()})
+      point['seeds'] = (*point['seeds'], overrides['seed'])
+    combos = list(grouped.values())
   points = []
-  for combo in itertools.product(*per_axis):
-    overrides = {k: v for part in combo for k, v in part.items()}
+  for overrides in combos:
     name = ','.join(f'{k}={name_value(v)}' for k, v in overrides.items()) or 'run'
     points.append(Point(name, base, overrides, fixed))
   names = [p.name for p in points]

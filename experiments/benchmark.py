@@ -3,6 +3,7 @@
   python -m experiments.benchmark --models=lenet5,resnet20 --json=bench.json
   python -m experiments.benchmark --models=resnet20 --dtype=bfloat16
   python -m experiments.benchmark --models=densenet_bc_100 --remat=blocks
+  python -m experiments.benchmark --models=resnet20 --replicas=4   # 4 seeds in one step
   python -m experiments.benchmark --input_pipeline --dataset=npz:../shared/data/cifar10.npz \
       --models=resnet20
 
@@ -40,6 +41,8 @@ _CONV = flags.DEFINE_enum('conv_impl', 'auto', list(conv.CONV_IMPLS), 'Convoluti
                           'once and cached; XLA\'s on GPU and TPU).')
 _REMAT = flags.DEFINE_enum('remat', 'none', list(remat.REMAT_POLICIES), 'What blocks keep for '
                            'the backward pass (config.remat; ResNet, Inception, DenseNet only).')
+_REPLICAS = flags.DEFINE_integer('replicas', 1, 'Train this many replicas of each model in one '
+                                 'step (config.seeds): images/s per replica and in all.')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps at least (after warm-up).')
 _JSON = flags.DEFINE_string('json', None, 'Write the results to this JSON file.')
 _PEAK = flags.DEFINE_bool('peak', True, 'Also measure the float32 matmul rate.')
@@ -73,6 +76,7 @@ def _run():
   for name in _MODELS.value:  # every model and choice checked before anything compiles
     benchmark.step_config(name, _BATCH.value, _DTYPE.value, _CONV.value, _REMAT.value,
                           _INFER_BATCH.value, devices=not children)
+  benchmark.check_replicas(_REPLICAS.value)
   peak = _PEAK.value and _MAX_BATCH_GB.value is None
   if children:
     machine = benchmark.in_child('machine_and_peak', peak=peak)
@@ -103,7 +107,8 @@ def _run():
     else:
       kwargs = dict(name=name, batch_size=_BATCH.value, dtype=_DTYPE.value,
                     conv_impl=_CONV.value, steps=_STEPS.value,
-                    infer_batch_size=_INFER_BATCH.value, remat=_REMAT.value)
+                    infer_batch_size=_INFER_BATCH.value, remat=_REMAT.value,
+                    replicas=_REPLICAS.value)
       if children:
         r = benchmark.in_child('benchmark_model', **kwargs)
       else:
@@ -116,7 +121,9 @@ def _run():
       else:
         print(f'{name}: {r["params"]:,} params, batch {r["batch_size"]}, compile '
               f'{r["compile_s"]:.1f}s, train {r["train_img_s"]:.1f} img/s '
-              f'({r["conv_impl_train"]}), infer {r["infer_img_s"]:.1f} img/s '
+              + (f'in all, {r["train_img_s_per_replica"]:.1f} per replica of {r["replicas"]} '
+                 f'(step {1e3 * r["train_step_s"]:.0f} ms) ' if r['replicas'] > 1 else '')
+              + f'({r["conv_impl_train"]}), infer {r["infer_img_s"]:.1f} img/s '
               f'({r["conv_impl_eval"]}), {r["gflop_s"]:.1f} GFLOP/s, train step memory '
               f'{r["train_step_memory_mb"]:.0f} MiB, peak memory '
               f'{r["peak_mem_bytes"] / 2 ** 20:,.0f} MiB', flush=True)

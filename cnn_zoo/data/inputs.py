@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from cnn_zoo import errors, parallel
 from cnn_zoo.data import device_pipeline, preprocess
@@ -57,6 +58,10 @@ def make(config, dataset, plan, mesh) -> Inputs:
   path = choose(config.input_pipeline, dataset, plan.input_shape, config.resize_mode)
   if path == 'device':
     return _device(config, dataset, plan, mesh, source_channels, mean, std)
+  if config.seeds:
+    raise errors.ConfigError(f'config.seeds={tuple(config.seeds)!r}: replicas need the device '
+                             f'input path, and {dataset.name} does not fit a quarter of the '
+                             f'device memory; train one seed per run (seeds=())')
   return _tfdata(config, dataset, plan, mesh, mean, std)
 
 
@@ -69,27 +74,34 @@ def _device(config, dataset, plan, mesh, source_channels, mean, std) -> Inputs:
                                           config.resize_mode, replicated)
   train_split, test_split = put(dataset.train), put(dataset.test)
   scalar = jax.ShapeDtypeStruct((), jnp.int32)
-  t0 = time.perf_counter()
-  order_fn = jax.jit(functools.partial(device_pipeline.epoch_order, len(train_split)),
-                     out_shardings=replicated).lower(scalar, scalar).compile()
-  order_spec = jax.ShapeDtypeStruct((len(train_split),), jnp.int32, sharding=replicated)
-  train_fn = jax.jit(functools.partial(
+  order = functools.partial(device_pipeline.epoch_order, len(train_split))
+  batch = functools.partial(
       device_pipeline.ordered_batch, batch_size=plan.batch_size,
       steps_per_epoch=plan.steps_per_epoch, mean=tuple(mean), std=tuple(std),
-      augment=config.augment, crop_padding=config.crop_padding),
-      out_shardings=sharded).lower(train_split, order_spec, scalar, scalar).compile()
+      augment=config.augment, crop_padding=config.crop_padding)
+  seeds, order_shape, train_sharding = np.int32(config.seed), (len(train_split),), sharded
+  if config.seeds:  # replicas (cnn_zoo.train.replicas): each seed's order and batch, stacked
+    seeds, order_shape = np.asarray(config.seeds, np.int32), (len(config.seeds), len(train_split))
+    order, batch = jax.vmap(order, (0, None)), jax.vmap(batch, (None, 0, None, 0))
+    train_sharding = NamedSharding(mesh, P(None, parallel.DATA_AXIS))
+  seed_spec = jax.ShapeDtypeStruct(seeds.shape, jnp.int32)
+  t0 = time.perf_counter()
+  order_fn = jax.jit(order, out_shardings=replicated).lower(seed_spec, scalar).compile()
+  order_spec = jax.ShapeDtypeStruct(order_shape, jnp.int32, sharding=replicated)
+  train_fn = jax.jit(batch, out_shardings=train_sharding).lower(train_split, order_spec, scalar,
+                                                          seed_spec).compile()
   eval_fn = jax.jit(functools.partial(
       device_pipeline.eval_batch, batch_size=plan.eval_batch_size, mean=tuple(mean),
       std=tuple(std)), out_shardings=sharded).lower(test_split, scalar).compile()
   compile_time = time.perf_counter() - t0
 
   def train(start_step, num_steps):
-    seed, epoch, order = np.int32(config.seed), None, None
+    epoch, order = None, None
     for step in range(start_step, num_steps):
       if step // plan.steps_per_epoch != epoch:  # the epoch's order, once per epoch
         epoch = step // plan.steps_per_epoch
-        order = order_fn(seed, np.int32(epoch))
-      yield train_fn(train_split, order, np.int32(step), seed)
+        order = order_fn(seeds, np.int32(epoch))
+      yield train_fn(train_split, order, np.int32(step), seeds)
 
   def evaluate():
     for index in range(math.ceil(len(test_split) / plan.eval_batch_size)):

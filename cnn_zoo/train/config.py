@@ -73,6 +73,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0
   # Numerics and reproducibility.
   c.seed = 0
+  # () trains the one run of config.seed; (0, 1, 2) trains three replicas of it in one program,
+  # replica i exactly as the run with seed=seeds[i] (cnn_zoo.train.replicas); seed is then unused.
+  c.seeds = ()
   c.dtype = 'float32'  # activations; parameters, optimizer state and BN statistics stay float32
   c.nonfinite = 'stop'  # stop at a NaN/Inf loss or gradient, or skip such steps (counted)
   # auto: on CPU the faster of xla and im2col for each step, measured once per machine and cached
@@ -163,6 +166,35 @@ def _check_model_kwargs(config):
                                f'{config.model!r}: {first}') from None
 
 
+MAX_REPLICAS = 1024
+
+
+def _check_seeds(config):
+  """config.seeds: distinct seeds in [0, MAX_INT], and what replicas of a run cannot do yet."""
+  seeds = config.seeds
+  if not isinstance(seeds, (tuple, list)) or any(
+      isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s <= MAX_INT
+      for s in seeds):
+    raise errors.ConfigError(f'config.seeds={seeds!r} must be a tuple of seeds, each an integer '
+                             f'in [0, {MAX_INT}], e.g. (0, 1, 2); () trains config.seed alone')
+  if len(set(seeds)) != len(seeds) or len(seeds) > MAX_REPLICAS:
+    raise errors.ConfigError(f'config.seeds={tuple(seeds)!r} must be at most {MAX_REPLICAS} '
+                             f'distinct seeds')
+  if not seeds:
+    return
+  if config.seed != 0:
+    raise errors.ConfigError(f'config.seed={config.seed!r} is unused when config.seeds='
+                             f'{tuple(seeds)!r} is given; leave seed at 0')
+  for field, single in (('input_pipeline', 'tfdata'), ('init_from', None),
+                        ('shard_params', True)):
+    value = config[field]
+    if (value == single) if single is not None else value:
+      raise errors.ConfigError(f'config.{field}={value!r} cannot train replicas (config.seeds='
+                               f'{tuple(seeds)!r}): replicas use the device input path, start '
+                               f'from their own seeds and keep their state unsharded; train one '
+                               f'seed per run instead (seeds=())')
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (a ValueError) with one line naming the field, the value and the valid
   choices."""
@@ -199,6 +231,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 'checkpoint_every_steps', 'seed', 'adam_b1', 'adam_b2', 'lr_decay_factor',
                 'time_budget_s'):
     _at_least(config, field, 0, high=MAX_INT)
+  _check_seeds(config)
   _at_least(config, 'num_classes', 0, high=sources.MAX_CLASSES)
   if config.num_classes == 1:
     raise errors.ConfigError('config.num_classes=1: one class is learnt at loss 0 and 100% accuracy '

@@ -16,6 +16,7 @@ from cnn_zoo.train import autoconv
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import checkpoint
 from cnn_zoo.train import config as config_lib
+from cnn_zoo.train import replicas as replicas_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +43,9 @@ class TrainedRun:
     return np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
 
 
-def load(workdir: str) -> TrainedRun:
-  """Reads WORKDIR/config.json and restores its latest readable checkpoint."""
+def load(workdir: str, replica: int = 0) -> TrainedRun:
+  """Reads WORKDIR/config.json and restores its latest readable checkpoint; of a run of replicas
+  (config.seeds), replica `replica` (default the first seed's)."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(path):
     raise errors.NotFoundError(f'{workdir} holds no run: {path} not found')
@@ -70,12 +72,19 @@ def load(workdir: str) -> TrainedRun:
   built = build_lib.build(config, build_lib.fixed_plan(config, config.num_classes or
                                                        dataset.num_classes), shard_params=False,
                           conv_impls=(impl, impl))
+  if config.seeds:  # the stacked checkpoint, then one replica of it
+    if not 0 <= replica < len(config.seeds):
+      raise errors.ConfigError(f'replica={replica} is out of range: {workdir} holds '
+                               f'{len(config.seeds)} replicas (seeds {list(config.seeds)})')
+    built = replicas_lib.build(built)
   template = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           built.abstract_state, built.state_sharding)
   # A reader moves nothing: the run may be live, or another user's.
   state = checkpoint.Checkpoints(workdir, move_damaged=False).restore_latest(template)
   if state is None:
     raise errors.NotFoundError(f'{workdir} holds no readable checkpoint')
+  if config.seeds:
+    state = replicas_lib.replica(state, replica)
   mean, std = dataset.channel_stats()
   prep = preprocess.Preprocess(shape, tuple(mean), tuple(std), config.resize_mode)
   return TrainedRun(config, built.model, state.variables(), prep, dataset, int(state.step))

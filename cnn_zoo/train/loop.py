@@ -25,6 +25,7 @@ from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import config as config_lib
 from cnn_zoo.train import converted
 from cnn_zoo.train import checkpoint, workdir as workdir_lib, writers
+from cnn_zoo.train import replicas as replicas_lib
 from cnn_zoo.train import state as state_lib
 
 
@@ -50,8 +51,14 @@ def evaluate(eval_fn, state, batches) -> dict:
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = float(totals['count'])
-  return {'loss': float(totals['loss']) / count, 'accuracy': float(totals['top1']) / count,
-          'top5': float(totals['top5']) / count, 'count': int(count)}
+  mean = lambda key: (np.asarray(totals[key], np.float64) / count).tolist()  # per replica: lists
+  return {'loss': mean('loss'), 'accuracy': mean('top1'), 'top5': mean('top5'),
+          'count': int(count)}
+
+
+def _f(value, spec: str = '.4f') -> str:
+  """A logged number, or a replicated run's numbers one per replica."""
+  return ' '.join(format(v, spec) for v in np.ravel(value))
 
 
 def _write_config(config, workdir):
@@ -148,6 +155,8 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals, extra_wri
   conv_choice = autoconv.for_run(config, plan, workdir, write=is_lead,
                                  resuming=checkpoint.exists(workdir))
   built = build_lib.build(config, plan, conv_impls=conv_choice.impls)
+  if config.seeds:  # replicas of the run, one program (cnn_zoo.train.replicas)
+    built = replicas_lib.build(built)
   model_summary, lr_schedule = built.summary, built.schedule
   ckpts = checkpoint.Checkpoints(workdir, config.keep_checkpoints, move_damaged=is_lead)
   ckpts.check_fits(built.abstract_state, plan.num_classes)  # before anything is compiled
@@ -184,7 +193,8 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals, extra_wri
   # checkpoint's step, so results cover the whole run (a run from an older version: this process).
   earlier = writer.kept_record(start_step, 'train') if start_step else {'train_time_s': 0.0}
   timed_from_step = 0 if 'train_time_s' in earlier else start_step
-  train_time, skipped = earlier.get('train_time_s', 0.0), earlier.get('skipped_steps', 0)
+  train_time = earlier.get('train_time_s', 0.0)
+  skipped = np.asarray(earlier.get('skipped_steps', 0), np.int64)  # per replica with seeds
   window_start, window_steps = time.perf_counter(), 0
 
   def flush(step):
@@ -197,19 +207,25 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals, extra_wri
     train_time += elapsed
     first = step - len(fetched)
     for i, m in enumerate(fetched):
-      if config.nonfinite == 'stop' and not (np.isfinite(m['loss']) and np.isfinite(m['grad_norm'])):
+      bad = ~(np.isfinite(m['loss']) & np.isfinite(m['grad_norm']))
+      if config.nonfinite == 'stop' and np.any(bad):
+        # Replicas: the whole run stops (they share their checkpoints), naming the replicas.
+        which = ', '.join(replicas_lib.label(config.seeds, r) for r in np.flatnonzero(bad)) \
+            if config.seeds else ''
         raise NonFiniteError(f'non-finite loss or gradient at step {first + i + 1} '
-                             f'(loss={float(m["loss"])}); the last good checkpoint is kept')
-    skipped += int(sum(m['nonfinite'] for m in fetched))
-    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != 'nonfinite'}
+                             f'{"of " + which + " " if which else ""}'
+                             f'(loss={_f(m["loss"], "")}); the last good checkpoint is kept')
+    skipped = skipped + np.sum([m['nonfinite'] for m in fetched], axis=0)
+    means = {k: np.mean([m[k] for m in fetched], axis=0).tolist() for k in fetched[0]
+             if k != 'nonfinite'}
     images_per_s = window_steps * plan.batch_size / max(elapsed, 1e-9)
     record = {**means, 'epoch': step / plan.steps_per_epoch,
               'learning_rate': float(lr_schedule(step - 1)), 'images_per_s': images_per_s,
-              'train_time_s': train_time, 'skipped_steps': skipped}
+              'train_time_s': train_time, 'skipped_steps': skipped.tolist()}
     writer.write(step, 'train', record)
     eta = (plan.total_steps - step) * plan.batch_size / max(images_per_s, 1e-9)
-    logging.info('step %d/%d  epoch %.2f  loss %.4f  acc %.4f  lr %.4g  %.0f img/s  %s left',
-                 step, plan.total_steps, record['epoch'], means['loss'], means['accuracy'],
+    logging.info('step %d/%d  epoch %.2f  loss %s  acc %s  lr %.4g  %.0f img/s  %s left',
+                 step, plan.total_steps, record['epoch'], _f(means['loss']), _f(means['accuracy']),
                  record['learning_rate'], images_per_s, _duration(eta))
     pending, window_steps = [], 0
     window_start = time.perf_counter()
@@ -270,8 +286,8 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals, extra_wri
     if step % plan.eval_every_steps == 0 and not last:
       test = pause(evaluate, eval_fn, state, inputs.eval())
       writer.write(step, 'test', {**test, 'epoch': step / plan.steps_per_epoch})
-      logging.info('step %d  test loss %.4f  top-1 %.4f  top-5 %.4f', step, test['loss'],
-                   test['accuracy'], test['top5'])
+      logging.info('step %d  test loss %s  top-1 %s  top-5 %s', step, _f(test['loss']),
+                   _f(test['accuracy']), _f(test['top5']))
     if step % plan.checkpoint_every_steps == 0 or last:
       pause(ckpts.save, state)
       saved_step = step
@@ -308,21 +324,27 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals, extra_wri
       'conv_impl_train': built.conv_impls[0], 'conv_impl_eval': built.conv_impls[1],
       'train_time_s': train_time, 'compile_time_s': compile_time,
       'train_images_per_s': steps_timed * plan.batch_size / train_time if train_time else None,
-      'resumed_from_step': start_step, 'skipped_steps': skipped,
+      'resumed_from_step': start_step, 'skipped_steps': skipped.tolist(),
       'num_devices': jax.device_count(), 'num_processes': jax.process_count(),
       'platform': jax.devices()[0].platform, 'device_kind': jax.devices()[0].device_kind,
       'host': platform.node(), 'jax_version': jax.__version__,
-      'weights_sha256': weights_sha256(state),
+      'weights_sha256': None if config.seeds else weights_sha256(state),
       'layers': [dataclasses.asdict(layer) for layer in model_summary.layers],
   }
+  if config.seeds:  # one results.json, each replica's results in results['replicas']
+    seeds = config.seeds
+    tests = [{k: v[i] if isinstance(v, list) else v for k, v in test.items()}
+             for i in range(len(seeds))]
+    shas = [weights_sha256(replicas_lib.replica(state, i)) for i in range(len(seeds))]
+    results = replicas_lib.results(results, seeds, tests, skipped, shas)
   if is_lead:
     path = os.path.join(workdir, 'results.json')
     with outputs.open_own(path + '.tmp') as f:
       json.dump(results, f, indent=2)
     os.replace(path + '.tmp', path)
   writer.close(results)
-  logging.info('done: test top-1 %.4f  top-5 %.4f  loss %.4f  (%.1fs training, %.0f img/s)',
-               test['accuracy'], test['top5'], test['loss'], train_time,
+  logging.info('done: test top-1 %s  top-5 %s  loss %s  (%.1fs training, %.0f img/s)',
+               _f(test['accuracy']), _f(test['top5']), _f(test['loss']), train_time,
                results['train_images_per_s'] or 0)
   return results
 
