@@ -2,6 +2,7 @@
 
   python -m experiments.wgrad_bench                       # 16 channels, 32x32, batch 128, 3x3
   python -m experiments.wgrad_bench --channels=32 --size=16 --impls=ffi,xla
+  python -m experiments.wgrad_bench --model=resnet20 --step_impls=xla,ffi_wgrad   # train steps
 
   ffi        cnn_zoo's kernel (cnn_zoo/models/conv_wgrad.py), built into $CNN_ZOO_CACHE_DIR
   xla        jax.vjp of lax.conv_general_dilated with respect to the kernel (what XLA:CPU runs)
@@ -14,6 +15,11 @@ Each round runs every implementation once; the table gives the minimum and the m
 rounds (ms), GFLOP/s of the minimum, and the least process CPU time one call took (all threads:
 on a loaded machine it says what the work costs when wall times do not; spin-waiting thread pools
 count in it too). The minimum is the figure to compare on a shared machine.
+
+With --model, the model's whole train step instead (as experiments.benchmark builds it: SGD with
+momentum, weight decay, random data at the default batch), compiled once per --step_impls
+conv_impl in this one process and run in alternating rounds, so that the machine's load falls on
+each alike: images/s of the fastest and the median step, and the least CPU time of a step.
 """
 
 import time
@@ -31,6 +37,9 @@ _KERNEL = flags.DEFINE_integer('kernel', 3, 'Kernel height and width.')
 _STRIDE = flags.DEFINE_integer('stride', 1, 'Stride.')
 _ROUNDS = flags.DEFINE_integer('rounds', 20, 'Timed rounds.')
 _THREADS = flags.DEFINE_integer('threads', 2, 'Threads for TensorFlow and PyTorch.')
+_MODEL = flags.DEFINE_string('model', None, 'Time this model\'s train step instead.')
+_STEP_IMPLS = flags.DEFINE_list('step_impls', ['xla', 'ffi_wgrad'], 'With --model: the '
+                                'conv_impl values to compile the step with.')
 
 KNOWN = ('ffi', 'xla', 'xla_eigen', 'tf', 'torch')
 # The per-compile option takes the proto's enum names (XLA_FLAGS takes individual_dot,reduce).
@@ -90,8 +99,49 @@ def _torch_fn(x, dy, kernel_shape, stride, pad, threads):
   return f
 
 
+def train_steps(name, impls, rounds):
+  """{impl: (wall seconds, CPU seconds) of each round} of `name`'s train step."""
+  import jax
+  from cnn_zoo import benchmark, models
+  from cnn_zoo.train import build as build_lib
+  steps = {}
+  for impl in impls:
+    config = benchmark.step_config(name, conv_impl=impl)
+    built = build_lib.build(config, build_lib.fixed_plan(config, models.spec(name).num_classes))
+    rng = np.random.default_rng(0)
+    batch = jax.device_put(
+        {'image': rng.standard_normal((config.batch_size, *built.plan.input_shape), np.float32),
+         'label': rng.integers(0, built.plan.num_classes, config.batch_size).astype(np.int32)},
+        built.batch_sharding)
+    holder = [built.init()]
+    fn = built.compile_train(holder[0])
+
+    def step(fn=fn, holder=holder, batch=batch):
+      holder[0], metrics = fn(holder[0], batch)  # the state is donated
+      jax.block_until_ready(metrics)
+    for _ in range(3):
+      step()
+    steps[impl] = step
+  times = {impl: [] for impl in impls}
+  for _ in range(rounds):
+    for impl, step in steps.items():
+      start, start_cpu = time.perf_counter(), time.process_time()
+      step()
+      times[impl].append((time.perf_counter() - start, time.process_time() - start_cpu))
+  return config.batch_size, times
+
+
 def main(argv):
   del argv
+  if _MODEL.value:
+    batch, times = train_steps(_MODEL.value, _STEP_IMPLS.value, _ROUNDS.value)
+    print(f'{_MODEL.value} train step, batch {batch}, {_ROUNDS.value} alternating rounds')
+    print('| conv_impl | img/s (fastest step) | img/s (median) | CPU s (min) |\n|---|---:|---:|---:|')
+    for impl, t in times.items():
+      wall = np.array([w for w, _ in t])
+      print(f'| {impl} | {batch / wall.min():.1f} | {batch / np.median(wall):.1f} | '
+            f'{min(c for _, c in t):.3f} |')
+    return
   impls = _IMPLS.value
   bad = [i for i in impls if i not in KNOWN]
   if bad:
