@@ -198,30 +198,33 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from cnn_zoo import models, parallel
 from cnn_zoo.models import conv_wgrad
 assert conv_wgrad.available(), conv_wgrad.unavailable_reason()
-x = jax.random.normal(jax.random.key(1), (8, 8, 8, 3))
+x = jax.random.normal(jax.random.key(1), (8, *models.input_shape('lenet5')))
 out = {}
 for impl in ('ffi_wgrad', 'xla'):
-  model = models.get('resnet20', conv_impl=impl)
+  model = models.get('lenet5', conv_impl=impl)
   variables = model.init(jax.random.key(0), x[:1], train=False)
   def loss(params, x):
     y = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])[0]
     return jnp.sum(y ** 2)
   mesh = parallel.mesh()
   xs = jax.device_put(x, NamedSharding(mesh, P('data')))
-  grad = jax.jit(jax.grad(loss))(variables['params'], xs)
-  out[impl] = [np.asarray(g).tolist() for g in jax.tree.leaves(grad)]
+  fn = jax.jit(jax.grad(loss))
+  out['calls_' + impl] = fn.lower(variables['params'], xs).as_text().count(conv_wgrad.TARGET)
+  out[impl] = [np.asarray(g).tolist() for g in jax.tree.leaves(fn(variables['params'], xs))]
 print(json.dumps({'devices': jax.device_count(), 'mesh': int(mesh.devices.size), **out}))
 '''
 
 
 def test_over_a_mesh_of_two_devices_the_gradient_is_right(kernel):
   """Under jit over a 2-device mesh with the batch sharded, the kernel's call is gathered onto each
-  device (an FFI call has no sharding rule) and the gradient equals XLA's."""
+  device (an FFI call has no sharding rule) and LeNet-5's gradient equals XLA's."""
   proc = subprocess.run([sys.executable, '-c', _MESH_PROBE], cwd=ROOT, capture_output=True,
                         text=True, timeout=600,
                         env={**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
   assert proc.returncode == 0, proc.stderr[-3000:]
   found = json.loads(proc.stdout.strip().splitlines()[-1])
   assert found['devices'] == found['mesh'] == 2
+  assert found['calls_ffi_wgrad'] == 2 and found['calls_xla'] == 0  # LeNet-5's two convolutions
+  assert len(found['xla']) == len(found['ffi_wgrad']) > 0
   for got, want in zip(found['ffi_wgrad'], found['xla']):
     np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-4, atol=1e-4)
