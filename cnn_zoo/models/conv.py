@@ -21,6 +21,11 @@ with `KEEP_BARRIERS`, as every CPU train step is (`cnn_zoo.train.build.train_com
 elsewhere the barrier is gone before fusion and the step is what it was. The values computed are
 the same either way.
 
+`ffi_wgrad` keeps XLA's forward convolution and input gradient and computes the weight gradient
+with the project's own CPU kernel through jax.ffi (`conv_wgrad`); where that kernel cannot be built,
+loaded or fails its check, or for a convolution it does not cover (grouped convolutions are covered;
+dilated, non-float32 ones are not), the convolution is `xla`'s.
+
 A model built with 'auto' computes with `resolve('auto')`: im2col on CPU, XLA elsewhere. Runs and
 the benchmark instead measure which is faster on the machine at hand (`cnn_zoo.train.autoconv`)
 and build with the concrete choice.
@@ -33,8 +38,10 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-CONV_IMPLS = ('auto', 'xla', 'im2col', 'im2col_bf16')
-CONCRETE_IMPLS = ('xla', 'im2col', 'im2col_bf16')  # what 'auto' can become
+from cnn_zoo.models import conv_wgrad
+
+CONV_IMPLS = ('auto', 'xla', 'im2col', 'im2col_bf16', 'ffi_wgrad')
+CONCRETE_IMPLS = ('xla', 'im2col', 'im2col_bf16', 'ffi_wgrad')  # what 'auto' can become
 # XLA options that keep optimisation barriers until fusion: for `barrier_conv` and jax.checkpoint.
 KEEP_BARRIERS = {'xla_disable_hlo_passes': 'cse_barrier_expander'}
 
@@ -110,6 +117,20 @@ def barrier_conv(lhs, rhs, *args, **kwargs):
   return lax.conv_general_dilated(lax.optimization_barrier(lhs), rhs, *args, **kwargs)
 
 
+def ffi_wgrad_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                   dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                   precision=None, preferred_element_type=None):
+  """`lax.conv_general_dilated` whose weight gradient is `conv_wgrad`'s kernel where it covers the
+  convolution; `barrier_conv` otherwise."""
+  if conv_wgrad.supports(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                         batch_group_count, preferred_element_type):
+    return conv_wgrad.conv(lhs, rhs, window_strides, padding,
+                           feature_group_count=feature_group_count, precision=precision)
+  return barrier_conv(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                      dimension_numbers, feature_group_count, batch_group_count, precision,
+                      preferred_element_type)
+
+
 def resolve(conv_impl: str, platform: str | None = None) -> str:
   """The concrete implementation a model built with `conv_impl` computes with, unmeasured."""
   if conv_impl not in CONV_IMPLS:
@@ -129,6 +150,8 @@ def conv_module(conv_impl: str):
   if impl == 'im2col_bf16':
     return functools.partial(nn.Conv,
                              conv_general_dilated=functools.partial(im2col_conv, bf16=True))
+  if impl == 'ffi_wgrad' and conv_wgrad.available():  # else a warning said why, once
+    return functools.partial(nn.Conv, conv_general_dilated=ffi_wgrad_conv)
   if jax.default_backend() == 'cpu':
     return functools.partial(nn.Conv, conv_general_dilated=barrier_conv)
   return nn.Conv

@@ -1,6 +1,7 @@
-"""config.conv_impl='auto' on the machine at hand: the faster of XLA's convolution and im2col, for
-the train step and, separately, the eval step, measured once and cached (as cuDNN's benchmark
-mode does).
+"""config.conv_impl='auto' on the machine at hand: the faster of XLA's convolution, im2col and (for
+the train step, where its kernel is available and there is one device) ffi_wgrad, for the train step
+and, separately, the eval step, measured once and cached (as cuDNN's benchmark mode does). The eval
+step has no weight gradient, and ffi_wgrad's forward pass is XLA's: it is not measured there.
 
 Which wins depends on the model and the CPU (one 2-core machine: ResNet-20 trains faster with XLA's
 convolution, VGG-11-BN five times faster with im2col), so a fixed rule loses somewhere. GPUs and
@@ -33,9 +34,10 @@ import numpy as np
 
 from cnn_zoo import errors
 from cnn_zoo.models import conv
+from cnn_zoo.models import conv_wgrad
 from cnn_zoo.train import build as build_lib
 
-CANDIDATES = ('xla', 'im2col')
+CANDIDATES = ('xla', 'im2col')  # every step's; `candidates` adds ffi_wgrad to the train step's
 MODES = ('measure', 'fixed')
 KINDS = ('train', 'eval')
 WARMUP, ROUNDS = 2, 3  # steps per candidate before timing; timed steps, alternating candidates
@@ -91,8 +93,19 @@ def cache_path() -> str:
 
 
 def code_digest() -> str:
-  """A digest of the convolution implementations' source (cnn_zoo/models/conv.py)."""
-  return hashlib.sha256(inspect.getsource(conv).encode()).hexdigest()[:16]
+  """A digest of the convolution implementations' source (cnn_zoo/models/conv.py, conv_wgrad.py
+  and the weight-gradient kernel's C++)."""
+  text = inspect.getsource(conv) + inspect.getsource(conv_wgrad) + conv_wgrad.source_text()
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def candidates(kind: str) -> tuple[str, ...]:
+  """What `measure` times for a step of `kind`: ffi_wgrad only for the train step, on one device
+  (over a mesh its call is gathered onto every device: right, but no faster; conv_wgrad's
+  docstring), and only where its kernel builds and passes its check here."""
+  if kind == 'train' and jax.device_count() == 1 and conv_wgrad.available():
+    return CANDIDATES + ('ffi_wgrad',)
+  return CANDIDATES
 
 
 def step_key(config, plan: build_lib.Plan, kind: str) -> str:
@@ -137,10 +150,11 @@ def measure(config, plan: build_lib.Plan, kinds) -> dict:
   both."""
   rng = np.random.default_rng(0)
   steps = {}
-  for impl in CANDIDATES:
+  impls = {kind: candidates(kind) for kind in kinds}
+  for impl in dict.fromkeys(i for kind in kinds for i in impls[kind]):
     built = build_lib.build(config, plan, conv_impls=(impl, impl))
     holder = [built.init()]
-    for kind in kinds:
+    for kind in (kind for kind in kinds if impl in impls[kind]):
       batch_size = plan.batch_size if kind == 'train' else plan.eval_batch_size
       batch = {'image': rng.standard_normal((batch_size, *plan.input_shape), np.float32),
                'label': rng.integers(0, plan.num_classes, batch_size).astype(np.int32)}
@@ -164,7 +178,7 @@ def measure(config, plan: build_lib.Plan, kinds) -> dict:
       start = time.perf_counter()
       jax.block_until_ready(step())
       times[key].append(time.perf_counter() - start)
-  return {kind: {impl: min(times[kind, impl]) for impl in CANDIDATES} for kind in kinds}
+  return {kind: {impl: min(times[kind, impl]) for impl in impls[kind]} for kind in kinds}
 
 
 def choose(config, plan: build_lib.Plan, measure_fn=None) -> Choice:
