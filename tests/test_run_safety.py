@@ -15,10 +15,11 @@ import numpy as np
 import optax
 import pytest
 
-from cnn_zoo import cli, errors, outputs
+from cnn_zoo import errors, outputs
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import checkpoint, loop, workdir as workdir_lib, writers
 from cnn_zoo.train.state import TrainState
+from tests.test_trust_round_two import _refused
 
 
 def _contents(workdir):
@@ -35,16 +36,6 @@ def _contents(workdir):
         with open(path, 'rb') as f:
           found[os.path.relpath(path, workdir)] = hashlib.sha256(f.read()).hexdigest()
   return found
-
-
-def _refused(fn, *args, capsys, **kwargs) -> str:
-  """Calls fn through cli.run; asserts exit status 2 and one line; returns it."""
-  with pytest.raises(SystemExit) as exit_info:
-    cli.run(fn, *args, **kwargs)
-  assert exit_info.value.code == 2
-  err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 1 and err[0].startswith('error: '), err
-  return err[0]
 
 
 def _npz(path, classes):

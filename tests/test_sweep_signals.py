@@ -3,7 +3,6 @@ stops its running points, each saving a checkpoint, instead of leaving them trai
 SIGHUP (a closed terminal or SSH session) saves a checkpoint like SIGTERM and exits with 129, in a
 run and in a sweep, which passes it on to its points."""
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 from cnn_zoo import errors, sweep
 from cnn_zoo.train import loop
+from tests.test_trust_round_two import _train_records as _records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
@@ -27,14 +27,6 @@ def _wait_for(predicate, timeout=240, proc=None):
       return True
     time.sleep(0.05)
   return False
-
-
-def _records(workdir):
-  try:
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-      return [json.loads(line) for line in f if line.endswith('\n')]
-  except (OSError, ValueError):
-    return []
 
 
 def _steps(workdir):
