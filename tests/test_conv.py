@@ -66,10 +66,11 @@ def test_the_step_gives_the_same_result_with_either_implementation(name):
     results[impl] = (metrics['loss'], np.concatenate([np.ravel(u) for u in jax.tree.leaves(update)]))
   np.testing.assert_allclose(results['xla'][0], results['im2col'][0], rtol=1e-5)
   # The whole update, as one vector: some BN-bias gradients are sums that nearly cancel, where
-  # float rounding is large relative to the element but not to the update (measured: 1.6e-3 for
-  # ResNet-20 on 4 images; the gradients of the convolution alone agree to 1e-5 above).
+  # float rounding is large relative to the element but not to the update (measured for ResNet-20
+  # on 4 images: 1.6e-3 with torchvision's initialisation, 7.5e-3 with the CIFAR reference's
+  # fan-in one, issue #28; the gradients of the convolution alone agree to 1e-5 above).
   a, b = results['xla'][1], results['im2col'][1]
-  assert np.linalg.norm(a - b) <= 5e-3 * np.linalg.norm(a)
+  assert np.linalg.norm(a - b) <= 2e-2 * np.linalg.norm(a)
 
 
 @pytest.mark.parametrize('name', ['lenet5', 'resnet20', 'googlenet_cifar', 'densenet_bc_100'])

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from cnn_zoo.data import digits, images
+from cnn_zoo.data import digits
 from cnn_zoo.errors import DataError  # noqa: F401  (also sources.DataError)
 
 # TFDS datasets cnn_zoo is tested with; any other is reachable as `tfds:NAME`.
@@ -277,6 +277,7 @@ def _read_folder_split(path: str, split: str, classes: list[str], image_size: in
   """The images of PATH/split/<class>/ (sorted by class, then file name), decoded one at a time by
   `images.decode` (PNG and JPEG only; resized to image_size as it is decoded, if given): grey when
   every image is grey, RGB otherwise."""
+  from cnn_zoo.data import images  # pylint: disable=g-import-not-at-top  (Pillow: folders only)
   files, labels = [], []
   for label, name in enumerate(classes):
     folder = os.path.join(path, split, name)

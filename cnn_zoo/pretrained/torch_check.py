@@ -31,6 +31,8 @@ def _torchvision_imports() -> bool:
   """Whether torchvision imports as a package. If not, every half-imported torchvision module is
   dropped and 'torchvision' becomes an empty package over the installed files, whose plain-Python
   modules then import one by one (`_bare_package`)."""
+  if getattr(sys.modules.get('torchvision'), '_bare', False):
+    return False  # made bare by an earlier call
   try:
     import torchvision  # pylint: disable=g-import-not-at-top,unused-import
     return True
@@ -49,6 +51,7 @@ def _bare_package(name: str, path: str) -> None:
   """Package `name` over the folder `path`, without running its __init__."""
   package = types.ModuleType(name)
   package.__path__ = [path]
+  package._bare = True  # pylint: disable=protected-access
   sys.modules[name] = package
 
 
@@ -73,9 +76,7 @@ def torchvision_models():
 def transforms_functional():
   """torchvision.transforms.functional (pad, crop, hflip, ...), imported the same way: its tensor
   functions are plain Python over torch."""
-  if not _torchvision_imports() and 'torchvision.transforms' not in sys.modules:
-    _bare_package('torchvision.transforms',
-                  os.path.join(sys.modules['torchvision'].__path__[0], 'transforms'))
+  _torchvision_imports()  # the transforms package itself is plain Python: it imports as it is
   return importlib.import_module('torchvision.transforms.functional')
 
 

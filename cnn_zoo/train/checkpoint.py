@@ -140,11 +140,15 @@ class Checkpoints:
   def _check_fits(self, step: int, template: TrainState, num_classes: int | None) -> None:
     """Refuses (moving nothing) a readable checkpoint whose saved parameters differ from the
     model's in names or shapes: a good run of another model, not damage."""
+    _drop_abandoned_reads()  # reading a damaged step's metadata abandons reads too
     try:
       # The saved tree's metadata (names, shapes), read without the arrays; 'default' is the
       # directory of a manager's single item.
-      saved = ocp.StandardCheckpointHandler().metadata(
-          epath.Path(self.directory) / str(step) / 'default')
+      handler = ocp.StandardCheckpointHandler()
+      try:
+        saved = handler.metadata(epath.Path(self.directory) / str(step) / 'default')
+      finally:
+        handler.close()  # its threads and event loop end here, not at exit
       saved = _shapes(getattr(saved, 'tree', saved) or {}, ('params', 'batch_stats'))
     except Exception:  # pylint: disable=broad-except
       return  # unreadable metadata: the restore itself decides (and sets the step aside)
