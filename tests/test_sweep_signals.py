@@ -14,7 +14,7 @@ import pytest
 
 from cnn_zoo import errors, sweep
 from cnn_zoo.train import loop
-from tests.test_trust_round_two import _train_records as _records
+from tests.test_trust_round_two import _endless_sweep_spec, _train_records as _records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
@@ -48,19 +48,7 @@ def _live(pid):
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='PR_SET_PDEATHSIG is Linux')
 def test_a_sweep_killed_outright_stops_its_points_with_a_checkpoint(digits_dir, tmp_path):
-  spec = tmp_path / 'spec.py'
-  spec.write_text(f'''import ml_collections
-
-
-def get_config(arg=None):
-  c = ml_collections.ConfigDict()
-  c.base = 'configs/default.py:smoke'
-  c.overrides = ml_collections.ConfigDict(
-      {{'num_train_steps': 100000, 'log_every_steps': 5, 'batch_size': 32,
-        'data_dir': {digits_dir!r}}})
-  c.axes = [{{'product': {{'seed': [0]}}}}]
-  return c
-''')
+  spec = _endless_sweep_spec(tmp_path, digits_dir, [0])
   workdir = tmp_path / 'sweep'
   proc = subprocess.Popen([sys.executable, '-m', 'experiments.sweep', f'--config={spec}',
                            f'--workdir={workdir}'], cwd=ROOT, env=ENV,

@@ -366,7 +366,8 @@ def _live(pid):
     return f.read().split(') ')[-1][0] != 'Z'
 
 
-def test_a_sweep_passes_sigterm_to_its_running_points(digits_dir, tmp_path):
+def _endless_sweep_spec(tmp_path, digits_dir, seeds) -> str:
+  """A sweep spec of smoke points that train until stopped (100,000 steps), one per seed."""
   spec = tmp_path / 'spec.py'
   spec.write_text(f'''import ml_collections
 
@@ -377,9 +378,14 @@ def get_config(arg=None):
   c.overrides = ml_collections.ConfigDict(
       {{'num_train_steps': 100000, 'log_every_steps': 5, 'batch_size': 32,
         'data_dir': {digits_dir!r}}})
-  c.axes = [{{'product': {{'seed': [0, 1]}}}}]
+  c.axes = [{{'product': {{'seed': {list(seeds)!r}}}}}]
   return c
 ''')
+  return str(spec)
+
+
+def test_a_sweep_passes_sigterm_to_its_running_points(digits_dir, tmp_path):
+  spec = _endless_sweep_spec(tmp_path, digits_dir, [0, 1])
   workdir = tmp_path / 'sweep'
   proc = subprocess.Popen([sys.executable, '-m', 'experiments.sweep', f'--config={spec}',
                            f'--workdir={workdir}', '--workers=1'], cwd=ROOT, env=ENV,
