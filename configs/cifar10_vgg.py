@@ -13,8 +13,9 @@ model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)`, hence weight_deca
 TRAINING.md (the schedule) and models/cifar/vgg.py (the model and `_initialize_weights`; the same
 layers as kuangliu/pytorch-cifar models/vgg.py); tests/test_recipes_torch.py holds the step to it. With that initialisation VGG-11-BN's loss spikes in its first 20
 steps at 0.1 and falls below its starting value (ln 10) by step 200; with flax's LeCun-normal one it
-blew up to 7-17 within 10 steps and was at chance after 20 (WORKSPACE.md), which is why runs before
-2026-11-27 used 0.01 (reproduce them with --config.weight_init=flax --config.learning_rate=0.01).
+blew up to 7-17 within 10 steps and was at chance after 20 (docs/results.md), which is why runs
+before 2026-11-27 used 0.01 (reproduce them with --config.weight_init=flax
+--config.learning_rate=0.01).
 
 Arguments (comma-separated): model= one of MODELS (default vgg11_bn_cifar); data= the dataset
 (default TFDS `cifar10`; `reduced` defaults to ../shared/data/cifar10.npz, a JPEG-decoded copy whose

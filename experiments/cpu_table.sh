@@ -8,9 +8,10 @@
 #   bash experiments/cpu_table.sh OUT_DIR TORCH_PYTHON TORCH_REF [MODELS] [REMAT]
 #
 # TORCH_PYTHON is the interpreter that has torch, TORCH_REF the reference script's path; MODELS
-# defaults to the seven of WORKSPACE.md's CPU table, REMAT (JAX side) to none (blocks or dots only
-# for models with blocks: ResNets, Inception, DenseNets; others are refused). Extra arguments for
-# torch_ref.py: TORCH_ARGS="--min-time 2"; for experiments.benchmark: JAX_ARGS="--steps=20".
+# defaults to the seven of docs/performance.md's CPU table, REMAT (JAX side) to none (blocks or
+# dots only for models with blocks: ResNets, Inception, DenseNets; others are refused). Extra
+# arguments for torch_ref.py: TORCH_ARGS="--min-time 2"; for experiments.benchmark:
+# JAX_ARGS="--steps=20".
 # The table alone again: `python -m experiments.benchmark --side_by_side=OUT_DIR`.
 set -uo pipefail
 if [ $# -lt 3 ]; then

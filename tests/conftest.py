@@ -81,7 +81,7 @@ SLOW_CASES = (
     'tests/test_conv.py::test_the_implementation_leaves_the_parameters_alone[googlenet_cifar]',
     'tests/test_accelerator_kit.py::'
     'test_the_reproduction_call_trains_both_sides_on_the_same_pixels_and_tables_them',  # 43 s
-    'tests/test_trust_round_two.py::test_a_signal_saves_the_current_step_and_the_rerun_is_'
+    'tests/test_user_errors.py::test_a_signal_saves_the_current_step_and_the_rerun_is_'
     'bit_identical[2]',  # 30 s; the case at step 15 stays
     'tests/test_models.py::test_forward_shape_and_finite[resnet32]',  # resnet20 stays
     'tests/test_models.py::test_dropout_only_in_train_mode[resnet32]',

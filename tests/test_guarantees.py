@@ -1,6 +1,7 @@
-"""WORKSPACE.md's guarantees, each held by a test built to fail when the guarantee breaks: exact
-masked evaluation in eval mode, skip mode keeping the whole state, the NaN stop after a
-checkpoint, steps compiled once, the convolution switch, dropped partial batches, torn log lines."""
+"""The guarantees of docs/guarantees.md, each held by a test built to fail when the guarantee
+breaks: exact masked evaluation in eval mode, skip mode keeping the whole state, the NaN stop
+after a checkpoint, steps compiled once, the convolution switch, dropped partial batches, torn log
+lines."""
 
 import functools
 import json

@@ -67,7 +67,7 @@ def _weights(workdir):
 def _assert_close(a, b, tol, what=''):
   """Agreement within float tolerance: the reduction order differs across devices."""
   worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
-  print(f'{what}: max abs difference {worst:.2e}')  # the figure WORKSPACE.md records
+  print(f'{what}: max abs difference {worst:.2e}')  # the figure docs/guarantees.md records
   for x, y in zip(a, b):
     np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
 

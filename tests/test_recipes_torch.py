@@ -2,7 +2,7 @@
 
 For ResNet-20 (option A), VGG-11-BN, a shallow DenseNet-BC, LeNet-5 and AlexNet-CIFAR: a PyTorch
 model written here in plain torch.nn, in the layout of the reference the recipe cites
-(configs/*.py; WORKSPACE.md's recipe table), is loaded with the zoo's initial variables; then K
+(configs/*.py; docs/guarantees.md's recipe table), is loaded with the zoo's initial variables; then K
 steps on each side on the same batches in float64. The zoo side is the recipe's config file with
 only its budget shrunk (so that a learning-rate boundary, the cosine or the warm-up moves inside
 the K steps), through `optim` and `step.train_step`; the PyTorch side is torch.optim.SGD with the

@@ -310,16 +310,16 @@ def test_a_sweep_over_seeds_as_replicas_gives_the_table_of_separate_processes(di
 @pytest.mark.slow
 def test_kill_9_of_a_run_of_replicas_resumes_every_replica_bit_identically(smoke_config,
                                                                           tmp_path):
-  from tests import test_trust
-  config = test_trust._resumable(smoke_config, steps=60)
+  from tests import test_saved_work_is_kept as saved_work
+  config = saved_work._resumable(smoke_config, steps=60)
   config.seeds = (0, 1)
   reference = loop.train_and_evaluate(config, str(tmp_path / 'reference'))
   workdir = str(tmp_path / 'killed')
-  proc = subprocess.Popen([*test_trust._train_command(config, workdir), '--config.seeds=(0,1)'],
+  proc = subprocess.Popen([*saved_work._train_command(config, workdir), '--config.seeds=(0,1)'],
                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
-    if any(s >= 8 for s in test_trust._checkpoint_steps(workdir)):
+    if any(s >= 8 for s in saved_work._checkpoint_steps(workdir)):
       break
     time.sleep(0.05)
   assert proc.poll() is None, 'the run finished (or failed) before it could be killed'

@@ -19,7 +19,7 @@ from cnn_zoo import errors, outputs
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import checkpoint, loop, workdir as workdir_lib, writers
 from cnn_zoo.train.state import TrainState
-from tests.test_trust_round_two import _refused
+from tests.test_user_errors import _refused
 
 
 def _contents(workdir):

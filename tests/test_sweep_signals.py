@@ -14,7 +14,7 @@ import pytest
 
 from cnn_zoo import errors, sweep
 from cnn_zoo.train import loop
-from tests.test_trust_round_two import _endless_sweep_spec, _train_records as _records
+from tests.test_user_errors import _endless_sweep_spec, _train_records as _records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
@@ -105,7 +105,7 @@ def test_a_sweep_passes_sighup_on_to_its_points_and_exits_129(tmp_path):
   assert not (workdir / 'seed=1.ready').exists()  # no further point started
 
 
-@pytest.mark.slow  # ~40 s on 2 loaded cores; the same path as SIGTERM (test_trust_round_two)
+@pytest.mark.slow  # ~40 s on 2 loaded cores; the same path as SIGTERM (test_user_errors)
 def test_sighup_saves_a_checkpoint_at_the_current_step_and_exits_129(smoke_config, tmp_path):
   smoke_config.num_train_steps = 2000
   smoke_config.checkpoint_every_steps = 1000

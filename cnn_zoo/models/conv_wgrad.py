@@ -2,9 +2,9 @@
 a CPU kernel of the project's own (kernels/conv_wgrad.cc) called through jax.ffi.
 
 XLA:CPU lowers a weight gradient as a convolution whose window is the whole output image, which
-runs at a fraction of the forward pass's speed (WORKSPACE.md, "The weight gradients on CPU"). The
-kernel instead accumulates, for each kernel tap, x_shifted^T . dy over the batch and output
-positions in registers (no patches), on XLA's own intra-op thread pool.
+runs at a fraction of the forward pass's speed (docs/performance.md, "The weight gradients on
+CPU"). The kernel instead accumulates, for each kernel tap, x_shifted^T . dy over the batch and
+output positions in registers (no patches), on XLA's own intra-op thread pool.
 
 Built at first use with the machine's C++ compiler ($CXX, else g++) into $CNN_ZOO_CACHE_DIR/kernels
 (default ~/.cache/cnn_zoo), named by a digest of the source, the compiler and its flags

@@ -2,7 +2,7 @@
 
 `weight_init='paper'` (the default of every model) follows the code each model reproduces: for the
 ImageNet models torchvision's `_initialize_weights` / `init_weights`, for the CIFAR models the
-PyTorch (or Lua Torch) reference their recipe cites (configs/; WORKSPACE.md's recipe table):
+PyTorch (or Lua Torch) reference their recipe cites (configs/; docs/guarantees.md's recipe table):
 
 - lenet, alexnet (AlexNet, ZFNet, and alexnet_cifar after bearpaw/pytorch-classification's
   models/cifar/alexnet.py, which sets nothing): PyTorch's default for Conv2d and Linear, kernel
