@@ -232,8 +232,8 @@ _REGISTERED = {}  # the library registered as TARGET in this process: {'path': .
 def _register(path: str) -> None:
   """Loads the library and registers its handler as TARGET, once per process (XLA keeps the
   first registration of a name)."""
-  if _REGISTERED.get('path') == path:
-    return
+  if _REGISTERED and os.path.basename(_REGISTERED['path']) == os.path.basename(path):
+    return  # the same build key (source, flags, machine, versions), built in another cache folder
   if _REGISTERED:
     raise Unavailable(f'{TARGET} is already registered from {_REGISTERED["path"]}')
   try:
