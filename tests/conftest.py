@@ -29,30 +29,6 @@ def conv_impl_auto_fixed(tmp_path_factory):
       os.environ[key] = value
 
 
-@pytest.fixture(scope='session', autouse=True)
-def shared_compilation_cache(tmp_path_factory):
-  """XLA's persistent compilation cache, shared by the session's workers and the subprocesses
-  they start: the suite compiles the same small programs many times (every launcher test, every
-  resume), and a hit skips XLA's compilation; it changes no value, since the key covers the
-  program, the compile options, the devices and the jax version. test_train.py took 124 s of CPU
-  without it and 62 s with it, its cache cold at the start (2026-12-07)."""
-  import jax
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get('PYTEST_XDIST_WORKER'):
-    root = root.parent  # the run's folder, which every worker's basetemp sits in
-  settings = {'jax_compilation_cache_dir': str(root / 'xla_cache'),
-              'jax_persistent_cache_min_compile_time_secs': 0,
-              'jax_persistent_cache_min_entry_size_bytes': 0}
-  saved = {name: getattr(jax.config, name) for name in settings}
-  for name, value in settings.items():
-    jax.config.update(name, value)
-    os.environ[name.upper()] = str(value)  # the launchers' subprocesses read it at import
-  yield
-  for name, value in saved.items():
-    jax.config.update(name, value)
-    os.environ.pop(name.upper(), None)
-
-
 @pytest.fixture(scope='session')
 def digits_dir(tmp_path_factory):
   """A TFDS data_dir holding the embedded `digits`, prepared once per test session."""
