@@ -4,6 +4,8 @@ The `slow` marker is registered in pytest.ini.
 """
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -12,21 +14,56 @@ import pytest  # noqa: E402
 from configs import default as default_config  # noqa: E402
 
 
-@pytest.fixture(scope='session', autouse=True)
-def conv_impl_auto_fixed(tmp_path_factory):
-  """conv_impl='auto' keeps its fixed rule (im2col on CPU) in the suite: measuring costs four
-  extra compilations per model and batch shape, and the suite trains dozens of those
-  (tests/test_autoconv.py measures, into caches of its own). The cache points at the session's own
-  folder all the same, so that no test reads or writes the user's ~/.cache."""
-  saved = {k: os.environ.get(k) for k in ('CNN_ZOO_CONV_AUTO', 'CNN_ZOO_CACHE_DIR')}
-  os.environ['CNN_ZOO_CONV_AUTO'] = 'fixed'  # subprocesses (the launchers' tests) inherit it
-  os.environ['CNN_ZOO_CACHE_DIR'] = str(tmp_path_factory.mktemp('cnn_zoo_cache'))
-  yield
+# The suite's environment, set in pytest_configure: before the test modules are imported, so that
+# the environments they build at import for the launchers' subprocesses (`ENV = {**os.environ}`)
+# hold it too, and before xdist starts its workers, which inherit it.
+# - conv_impl='auto' keeps its fixed rule (im2col on CPU): measuring costs four extra compilations
+#   per model and batch shape, the suite trains dozens of those, and a measured choice depends on
+#   the machine's load, so a launched run could compute with another implementation than the
+#   in-process run it is compared with bit for bit (tests/test_autoconv.py measures, into caches
+#   of its own). The cache is the session's own folder: no test reads or writes ~/.cache.
+# - XLA's persistent compilation cache, one for the session's workers and their subprocesses: the
+#   suite compiles the same small programs many times (every launcher test, every resume), and a
+#   hit skips XLA's compilation; it changes no value, since its key covers the program, the compile
+#   options, the devices and the jax version. test_train.py took 124 s of CPU without it and 62 s
+#   with it, its cache cold at the start (2026-12-07).
+_SUITE_ROOT = 'CNN_ZOO_SUITE_ROOT'
+
+
+def _suite_environment(root: str) -> dict:
+  return {'CNN_ZOO_CONV_AUTO': 'fixed',
+          'CNN_ZOO_CACHE_DIR': os.path.join(root, 'cnn_zoo_cache'),
+          'JAX_COMPILATION_CACHE_DIR': os.path.join(root, 'xla_cache'),
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+
+
+def pytest_configure(config):
+  if _SUITE_ROOT not in os.environ:  # the controller, or a run without xdist
+    root = tempfile.mkdtemp(prefix='cnn_zoo_suite_')
+    environment = {_SUITE_ROOT: root, **_suite_environment(root)}
+    config.stash[_saved_environment] = {k: os.environ.get(k) for k in environment}
+    os.environ.update(environment)
+  import jax  # imported already, maybe, before the environment was set: its flags follow it
+  for name in ('JAX_COMPILATION_CACHE_DIR', 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS',
+               'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'):
+    value = os.environ[name]
+    jax.config.update(name.lower(), value if name.endswith('_DIR') else int(value))
+
+
+def pytest_unconfigure(config):
+  saved = config.stash.get(_saved_environment, None)
+  if saved is None:
+    return
+  shutil.rmtree(os.environ[_SUITE_ROOT], ignore_errors=True)
   for key, value in saved.items():
     if value is None:
       os.environ.pop(key, None)
     else:
       os.environ[key] = value
+
+
+_saved_environment = pytest.StashKey[dict]()
 
 
 @pytest.fixture(scope='session')

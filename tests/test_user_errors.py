@@ -44,6 +44,14 @@ def _steps(workdir):
   return sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
 
 
+def _conv_impls(workdir):
+  """The convolutions a run computed with (train, eval): a launched run compared bit for bit with
+  an in-process one must have chosen the same."""
+  with open(os.path.join(workdir, 'conv_impl.json')) as f:
+    saved = json.load(f)
+  return saved['conv_impl_train'], saved['conv_impl_eval']
+
+
 def _one_error_line(capsys_or_text):
   text = capsys_or_text if isinstance(capsys_or_text, str) else capsys_or_text.readouterr().err
   lines = [line for line in text.strip().splitlines() if line.startswith('error: ')]
@@ -281,7 +289,7 @@ def test_unwritable_outputs_are_refused_before_the_work(tmp_path, capsys):
 
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_resumes_bit_identically(reference, tmp_path):
   """A real ENOSPC: a 1 MiB tmpfs holds the first LeNet-5 checkpoint (~0.5 MiB), not the second."""
-  config, _, ref = reference
+  config, ref_dir, ref = reference
   disk = tmp_path / 'disk'
   _mount_tmpfs(disk, 'size=1m')
   try:
@@ -293,6 +301,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_resumes_bit_identically(ref
     assert 'No space left on device' in line and workdir in line, line
     assert len(line) < 300 and len(proc.stderr.splitlines()) < 40, proc.stderr[-3000:]
     assert _steps(workdir) == [4]  # nothing already saved is lost
+    assert _conv_impls(workdir) == _conv_impls(ref_dir)
     subprocess.run(['mount', '-o', 'remount,size=64m', str(disk)], check=True, timeout=30)
     resumed = loop.train_and_evaluate(config, workdir)
     assert resumed['resumed_from_step'] == 4
@@ -329,13 +338,14 @@ def long_reference(tmp_path_factory, digits_dir):
   config.batch_size, config.eval_batch_size = 32, 64
   config = _config(config, steps=400, every=200)
   config.log_every_steps = 5
-  return config, loop.train_and_evaluate(config, str(tmp_path_factory.mktemp('long')))
+  workdir = str(tmp_path_factory.mktemp('long'))
+  return config, workdir, loop.train_and_evaluate(config, workdir)
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_saves_the_current_step_and_the_rerun_is_bit_identical(long_reference, tmp_path,
                                                                        signum):
-  config, reference = long_reference
+  config, reference_dir, reference = long_reference
   workdir = str(tmp_path / 'stopped')
   proc = subprocess.Popen(_command(config, workdir), cwd=ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, env=ENV)
@@ -348,6 +358,7 @@ def test_a_signal_saves_the_current_step_and_the_rerun_is_bit_identical(long_ref
   stopped = [line for line in err.splitlines() if line.startswith('stopped: ')]
   assert len(stopped) == 1, err[-3000:]
   step = _steps(workdir)[-1]
+  assert _conv_impls(workdir) == _conv_impls(reference_dir)
   assert 0 < step < 400 and step % 200, 'the checkpoint is at the current step, not a scheduled one'
   assert stopped[0] == (f'stopped: {signal.Signals(signum).name} at step {step} of 400: saved a '
                         f'checkpoint at step {step} in {workdir}/checkpoints; rerun the same '
