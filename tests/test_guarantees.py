@@ -255,11 +255,11 @@ def test_the_loop_compiles_the_step_with_the_configured_convolution(smoke_config
   real_train, real_eval = step_lib.train_step, step_lib.eval_step
 
   def train_step(state, batch, **kwargs):
-    seen.append(('train', state.apply_fn.__self__.conv_impl, kwargs['skip_nonfinite']))
+    seen.append(('train', state.apply_fn.__self__.layers.conv_impl, kwargs['skip_nonfinite']))
     return real_train(state, batch, **kwargs)
 
   def eval_step(state, batch):
-    seen.append(('eval', state.apply_fn.__self__.conv_impl))
+    seen.append(('eval', state.apply_fn.__self__.layers.conv_impl))
     return real_eval(state, batch)
 
   monkeypatch.setattr(step_lib, 'train_step', train_step)
