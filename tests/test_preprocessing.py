@@ -47,7 +47,7 @@ def test_the_tfdata_and_device_paths_compute_one_recipe(source, model, mode, aug
   """The same pixels, the same crop offsets and flips (the device batch's own draws): the device
   batch, the recipe on the host and the tf.data pipeline's TensorFlow twin agree."""
   tf = pytest.importorskip('tensorflow')
-  from cnn_zoo.data import pipeline  # pylint: disable=g-import-not-at-top
+  from cnn_zoo.data import tfdata_pipeline  # pylint: disable=g-import-not-at-top
   raw = _images(source)
   prep = preprocess.Preprocess(model, *_stats(source[-1]), mode, augment, padding)
   mean, std = preprocess.model_stats(prep, source[-1])
@@ -61,7 +61,8 @@ def test_the_tfdata_and_device_paths_compute_one_recipe(source, model, mode, aug
   assert len({tuple(o) for o in offsets}) > 1 and 0 < flips.sum() < len(raw)
   device = np.asarray(batch['image'])
   host = np.asarray(preprocess.apply(raw, prep, dp.HOST_OPS, (offsets, flips)))
-  tfdata = pipeline.preprocess_batch(raw, prep, (tf.constant(offsets), tf.constant(flips))).numpy()
+  draws = (tf.constant(offsets), tf.constant(flips))
+  tfdata = tfdata_pipeline.preprocess_batch(raw, prep, draws).numpy()
   assert device.shape == host.shape == tfdata.shape == (len(raw), *model)
   np.testing.assert_allclose(host, device, rtol=0, atol=ATOL)
   np.testing.assert_allclose(tfdata, device, rtol=0, atol=ATOL)

@@ -2,7 +2,8 @@
 
 - 'device' (cnn_zoo.data.device_pipeline): the split lives in device memory and each batch is a
   compiled JAX function of (seed, step). No TensorFlow, no host threads competing with the step.
-- 'tfdata' (cnn_zoo.data.pipeline): tf.data batches on the host, for datasets that do not fit.
+- 'tfdata' (cnn_zoo.data.tfdata_pipeline): tf.data batches on the host, for datasets that do not
+  fit.
 - 'auto': 'device' when the fitted train and test splits take at most a quarter of one device's
   memory (DEVICE_SHARE; 2 GiB on a CPU, whose memory JAX does not report), else 'tfdata'.
 
@@ -117,7 +118,7 @@ def _device(config, dataset, plan, mesh, prep) -> Inputs:
 
 def _tfdata(config, dataset, plan, mesh, train_prep) -> Inputs:
   try:
-    from cnn_zoo.data import pipeline  # TensorFlow: imported only on this path
+    from cnn_zoo.data import tfdata_pipeline  # TensorFlow: imported only on this path
   except ImportError:
     raise errors.ConfigError('config.input_pipeline=tfdata needs TensorFlow, which is not '
                              'installed here; use input_pipeline=device (or auto)') from None
@@ -125,14 +126,15 @@ def _tfdata(config, dataset, plan, mesh, train_prep) -> Inputs:
   where = {'process_index': jax.process_index(), 'process_count': jax.process_count()}
 
   def train(start_step, num_steps):
-    for batch in pipeline.train_batches(dataset.train, train_prep, global_batch=plan.batch_size,
-                                        seed=config.seed, start_step=start_step,
-                                        num_steps=num_steps, **where):
+    for batch in tfdata_pipeline.train_batches(dataset.train, train_prep,
+                                               global_batch=plan.batch_size, seed=config.seed,
+                                               start_step=start_step, num_steps=num_steps,
+                                               **where):
       yield parallel.global_batch(batch, mesh)
 
   def evaluate():
-    for batch in pipeline.eval_batches(dataset.test, eval_prep,
-                                       global_batch=plan.eval_batch_size, **where):
+    for batch in tfdata_pipeline.eval_batches(dataset.test, eval_prep,
+                                              global_batch=plan.eval_batch_size, **where):
       yield parallel.global_batch(batch, mesh)
 
   return Inputs('tfdata', train, evaluate)

@@ -5,8 +5,8 @@ grey, then padded or resized), scale to [0, 1], augment (pad-and-crop, horizonta
 only, at offsets and flips drawn by the caller), normalise by mean and std. It is written once here
 over `Ops`, the few array operations it needs; each input path supplies them for its array library:
 numpy and JAX for the device path and prediction (`device_pipeline.HOST_OPS`, `DEVICE_OPS`),
-TensorFlow for the tf.data path (`pipeline.TF_OPS`). tests/test_preprocessing.py holds the two to
-the same numbers on the same pixels. TensorFlow-free, JAX-free.
+TensorFlow for the tf.data path (`tfdata_pipeline.TF_OPS`). tests/test_preprocessing.py holds the
+two to the same numbers on the same pixels. TensorFlow-free, JAX-free.
 
 What a run needs to preprocess as it was trained is all in `Preprocess`: the model's input shape,
 the mean and std (of the training images, per their channel), the resize mode and the
