@@ -33,21 +33,17 @@ def decode_size(run: inference.TrainedRun) -> tuple[int, int]:
 
 
 def as_dataset_example(run: inference.TrainedRun, image: np.ndarray) -> np.ndarray:
-  """uint8 (h, w, c) -> uint8 (H, W, C) at the size and channels of the run's dataset images."""
+  """uint8 (h, w, c) -> uint8 (H, W, C) at the size and channels of the run's dataset images: the
+  array its folder reader would hold for the same file (`images.as_example`)."""
   if isinstance(run.dataset, imagenet.Photos):  # torchvision's: resize 256, centre crop 224
     return imagenet.resize_and_crop(image, run.dataset.image_shape[0])
-  height, width, channels = run.dataset.image_shape
-  x = image
-  if x.shape[-1] == 3 and channels == 1:  # ITU-R 601 luma, as the input paths convert
-    x = np.round(x.astype(np.float32) @ np.array([0.2989, 0.5870, 0.1140], np.float32))
-    x = np.clip(x, 0, 255).astype(np.uint8)[..., None]
-  elif x.shape[-1] == 1 and channels == 3:
-    x = np.repeat(x, 3, axis=-1)
-  elif x.shape[-1] != channels:
-    raise errors.DataError(f'cannot give a {x.shape[-1]}-channel image to a run on '
-                           f'{channels}-channel images')
-  # As the folder reader resizes images of varying size (bilinear, antialiased).
-  return images.resize(x, (width, height))
+  return images.as_example(image, run.dataset.image_shape)
+
+
+def read_example(run: inference.TrainedRun, path: str) -> np.ndarray:
+  """The image file at `path` as an example of the run's dataset: decoded (reduced as it is
+  decoded, as the folder reader does) and fitted by `as_dataset_example`."""
+  return as_dataset_example(run, read_image(path, decode_size(run)))
 
 
 def class_names(run: inference.TrainedRun) -> list[str]:

@@ -30,13 +30,7 @@ class TrainedRun:
 
   def inputs(self, images_uint8: np.ndarray) -> np.ndarray:
     """uint8 images (N, h, w, c) preprocessed as evaluation does (numpy and JAX only)."""
-    prep = self.preprocess
-    fitted = device_pipeline.fit(images_uint8, prep.image_shape, prep.resize_mode)
-    fitted = fitted / np.float32(255.0) if fitted.dtype == np.uint8 else fitted
-    source, channels = images_uint8.shape[-1], prep.image_shape[-1]
-    mean = preprocess.stats_for_channels(prep.mean, source, channels)
-    std = preprocess.stats_for_channels(prep.std, source, channels)
-    return ((fitted - mean) / std).astype(np.float32)
+    return device_pipeline.eval_inputs(images_uint8, self.preprocess)
 
   def probabilities(self, images_uint8: np.ndarray) -> np.ndarray:
     logits = self.model.apply(self.variables, jnp.asarray(self.inputs(images_uint8)), train=False)

@@ -79,8 +79,7 @@ def pad_values(run: inference.TrainedRun, images_uint8: np.ndarray) -> np.ndarra
   """Dataset images as the page's pad holds them: the model's (N, H, W) input in 0..1, before
   normalisation (what `TrainedRun.inputs` computes before subtracting the mean)."""
   fitted = device_pipeline.fit(images_uint8, run.preprocess.image_shape, run.preprocess.resize_mode)
-  fitted = fitted / np.float32(255.0) if fitted.dtype == np.uint8 else fitted
-  return np.asarray(fitted, np.float32)[..., 0]
+  return np.asarray(device_pipeline.HOST_OPS.to_float(fitted), np.float32)[..., 0]
 
 
 def examples(run: inference.TrainedRun, count: int = NUM_EXAMPLES) -> list[int]:
