@@ -2,7 +2,6 @@
 
 import dataclasses
 import hashlib
-import json
 import os
 import platform
 import signal
@@ -17,8 +16,8 @@ import ml_collections
 import numpy as np
 
 from cnn_zoo import errors
-from cnn_zoo import outputs
-from cnn_zoo.data import inputs as inputs_lib, sources
+from cnn_zoo import outputs, run_files
+from cnn_zoo.data import inputs as inputs_lib, run_data, sources
 from cnn_zoo.errors import NonFiniteError  # noqa: F401  (also loop.NonFiniteError)
 from cnn_zoo.train import autoconv
 from cnn_zoo.train import build as build_lib
@@ -61,12 +60,12 @@ def _f(value, spec: str = '.4f') -> str:
   return ' '.join(format(v, spec) for v in np.ravel(value))
 
 
-def _write_config(config, workdir):
-  path = os.path.join(workdir, 'config.json')
-  tmp = path + '.tmp'
-  with outputs.open_own(tmp) as f:  # never through a link planted at config.json.tmp
-    f.write(config.to_json(indent=2, sort_keys=True))
-  os.replace(tmp, path)
+def _write_config(config, workdir, dataset, plan):
+  """WORKDIR/config.json, and dataset.json: what inference needs of the data (no dataset read)."""
+  run_files.write_text(run_files.path(workdir, run_files.CONFIG),
+                       config.to_json(indent=2, sort_keys=True))
+  recorded = run_data.of_dataset(dataset, config, plan.input_shape, plan.num_classes)
+  run_files.write_json(run_files.path(workdir, run_files.DATASET), recorded.to_json())
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -169,7 +168,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals, extra_wri
     state = converted.initialise(state, config.init_from, config.model, plan.num_classes)
   start_step = int(jax.device_get(state.step))
   if is_lead:
-    _write_config(config, workdir)
+    _write_config(config, workdir, dataset, plan)
   writer = writers.MetricWriter(workdir, enabled=is_lead, resume_step=start_step, config=config,
                                 extra=extra_writers)
 
@@ -338,10 +337,7 @@ def _train(config, workdir, dataset, plan, is_lead, stop: StopSignals, extra_wri
     shas = [weights_sha256(replicas_lib.replica(state, i)) for i in range(len(seeds))]
     results = replicas_lib.results(results, seeds, tests, skipped, shas)
   if is_lead:
-    path = os.path.join(workdir, 'results.json')
-    with outputs.open_own(path + '.tmp') as f:
-      json.dump(results, f, indent=2)
-    os.replace(path + '.tmp', path)
+    run_files.write_json(run_files.path(workdir, run_files.RESULTS), results)
   writer.close(results)
   logging.info('done: test top-1 %s  top-5 %s  loss %s  (%.1fs training, %.0f img/s)',
                _f(test['accuracy']), _f(test['top5']), _f(test['loss']), train_time,
