@@ -16,8 +16,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import json
-import os
 import platform
 import time
 
@@ -29,8 +27,8 @@ import ml_collections
 import numpy as np
 
 from cnn_zoo import errors
-from cnn_zoo import outputs
-from cnn_zoo.data import inputs as inputs_lib, sources
+from cnn_zoo import outputs, run_files
+from cnn_zoo.data import inputs as inputs_lib, run_data, sources
 from cnn_zoo.train import autoconv
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import config as config_lib
@@ -76,14 +74,12 @@ def _f(value, spec: str = '.4f') -> str:
   return ' '.join(format(v, spec) for v in np.ravel(value))
 
 
-def _write_run_file(workdir: str, name: str, text: str) -> None:
-  """WORKDIR/name replaced in one step (config.json, results.json): a killed run leaves the old
-  file or the new one, never a part."""
-  path = os.path.join(workdir, name)
-  tmp = path + '.tmp'
-  with outputs.open_own(tmp) as f:  # never through a link planted at NAME.tmp
-    f.write(text)
-  os.replace(tmp, path)
+def _write_config(config, workdir, dataset, plan):
+  """WORKDIR/config.json, and dataset.json: what inference needs of the data (no dataset read)."""
+  run_files.write_text(run_files.path(workdir, run_files.CONFIG),
+                       config.to_json(indent=2, sort_keys=True))
+  recorded = run_data.of_dataset(dataset, config, plan.input_shape, plan.num_classes)
+  run_files.write_json(run_files.path(workdir, run_files.DATASET), recorded.to_json())
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False,
@@ -180,7 +176,7 @@ def _set_up(config, workdir, dataset, plan, is_lead, extra_writers) -> tuple[_Ru
     state = converted.initialise(state, config.init_from, config.model, plan.num_classes)
   start_step = int(jax.device_get(state.step))
   if is_lead:
-    _write_run_file(workdir, 'config.json', config.to_json(indent=2, sort_keys=True))
+    _write_config(config, workdir, dataset, plan)
   writer = writers.MetricWriter(workdir, enabled=is_lead, resume_step=start_step, config=config,
                                 extra=extra_writers)
 
@@ -354,7 +350,7 @@ def _finish(run: _Run, state, final_step: int, tested: dict | None, progress: Pr
   run.ckpts.close()
   results = _results(run, state, test, final_step, progress)
   if run.is_lead:
-    _write_run_file(run.workdir, 'results.json', json.dumps(results, indent=2))
+    run_files.write_json(run_files.path(run.workdir, run_files.RESULTS), results)
   run.writer.close(results)
   logging.info('done: test top-1 %s  top-5 %s  loss %s  (%.1fs training, %.0f img/s)',
                _f(test['accuracy']), _f(test['top5']), _f(test['loss']), progress.train_time,
