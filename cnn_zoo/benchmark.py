@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_zoo import errors, models, outputs, parallel
+from cnn_zoo import errors, models, parallel, run_files
 from cnn_zoo.models import conv
 from cnn_zoo.train import autoconv, build as build_lib
 from cnn_zoo.train import config as config_lib
@@ -452,7 +452,7 @@ def torch_reference(torch_python: str, torch_ref: str, model_names, json_path: s
     else:
       log(f'{name}: PyTorch peak memory {peak / 2 ** 20:,.0f} MiB')
     if json_path:
-      outputs.write_text(json_path, json.dumps(results, indent=2), '--json')
+      run_files.write_text(json_path, json.dumps(results, indent=2), '--json')
   return results
 
 

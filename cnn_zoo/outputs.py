@@ -76,38 +76,3 @@ def writable_file(path: str, what: str) -> None:
   if os.path.exists(path) and not os.access(path, os.W_OK):
     raise errors.StorageError(f'{what}: {path} is not writable')
   _probe(folder, what)
-
-
-def open_own(path: str, mode: str = 'w'):
-  """open(path, mode) ('w' or 'a', text; 'wb' or 'ab', binary) that never follows a symbolic link at `path`: a link
-  planted there (to another file) is refused, naming it, instead of written through."""
-  flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (
-      os.O_APPEND if mode.startswith('a') else os.O_TRUNC)
-  try:
-    fd = os.open(path, flags, 0o666)
-  except OSError as e:
-    if e.errno == errno.ELOOP and os.path.islink(path):
-      raise errors.WorkdirError(f'{path} is a symbolic link (to {os.readlink(path)}); files are '
-                                f'written only as themselves, never through a link: remove it') \
-          from None
-    raise
-  return os.fdopen(fd, mode) if 'b' in mode else os.fdopen(fd, mode, encoding='utf-8')
-
-
-def write_text(path: str, text: str, what: str) -> None:
-  """Writes `text` to `path` whole (a temporary file renamed), naming the path if it fails."""
-  write_file(path, lambda f: f.write(text.encode('utf-8')), what)
-
-
-def write_file(path: str, fill, what: str) -> None:
-  """Writes `path` whole: `fill(f)` writes a temporary file beside it (binary), renamed over
-  `path` only when complete, so a cut or failed write leaves the old file or none, never a part."""
-  tmp = path + '.tmp'
-  try:
-    with open_own(tmp, 'wb') as f:
-      fill(f)
-    os.replace(tmp, path)
-  except OSError as e:
-    if os.path.isfile(tmp):
-      os.remove(tmp)
-    raise errors.StorageError(f'{what}: cannot write {path} ({e.strerror})') from None

@@ -26,49 +26,30 @@ def read_image(path: str, at_least: tuple[int, int] | None = None) -> np.ndarray
 
 def decode_size(run: inference.TrainedRun) -> tuple[int, int]:
   """(width, height) an image needs at least to become an example of the run's dataset."""
-  if isinstance(run.dataset, imagenet.Photos):  # its shorter side is resized to 256
+  if run.data.fit == 'imagenet':  # its shorter side is resized to 256
     return imagenet.RESIZE, imagenet.RESIZE
-  height, width, _ = run.dataset.image_shape
+  height, width, _ = run.data.image_shape
   return width, height
 
 
 def as_dataset_example(run: inference.TrainedRun, image: np.ndarray) -> np.ndarray:
-  """uint8 (h, w, c) -> uint8 (H, W, C) at the size and channels of the run's dataset images."""
-  if isinstance(run.dataset, imagenet.Photos):  # torchvision's: resize 256, centre crop 224
-    return imagenet.resize_and_crop(image, run.dataset.image_shape[0])
-  height, width, channels = run.dataset.image_shape
-  x = image
-  if x.shape[-1] == 3 and channels == 1:  # ITU-R 601 luma, as the input paths convert
-    x = np.round(x.astype(np.float32) @ np.array([0.2989, 0.5870, 0.1140], np.float32))
-    x = np.clip(x, 0, 255).astype(np.uint8)[..., None]
-  elif x.shape[-1] == 1 and channels == 3:
-    x = np.repeat(x, 3, axis=-1)
-  elif x.shape[-1] != channels:
-    raise errors.DataError(f'cannot give a {x.shape[-1]}-channel image to a run on '
-                           f'{channels}-channel images')
-  # As the folder reader resizes images of varying size (bilinear, antialiased).
-  return images.resize(x, (width, height))
+  """uint8 (h, w, c) -> uint8 (H, W, C) at the size and channels of the run's dataset images: the
+  array its folder reader would hold for the same file (`images.as_example`)."""
+  if run.data.fit == 'imagenet':  # torchvision's: resize 256, centre crop 224
+    return imagenet.resize_and_crop(image, run.data.image_shape[0])
+  return images.as_example(image, run.data.image_shape)
+
+
+def read_example(run: inference.TrainedRun, path: str) -> np.ndarray:
+  """The image file at `path` as an example of the run's dataset: decoded (reduced as it is
+  decoded, as the folder reader does) and fitted by `as_dataset_example`."""
+  return as_dataset_example(run, read_image(path, decode_size(run)))
 
 
 def class_names(run: inference.TrainedRun) -> list[str]:
-  """The dataset's label names when it has them (image folders, TFDS), else the indices."""
-  if isinstance(run.dataset, imagenet.Photos):  # converted from torchvision: ImageNet's names
-    return run.dataset.class_names()
-  name, count = run.config.dataset, run.dataset.num_classes
-  names = None
-  try:
-    if name.startswith('folder:'):  # as the folder reader numbers them: sorted train/ folders
-      train = os.path.join(name[len('folder:'):], 'train')
-      names = sorted(c for c in os.listdir(train) if os.path.isdir(os.path.join(train, c)))
-    elif not name.startswith('npz:') and name != 'digits':
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      builder = tfds.builder(name.removeprefix('tfds:'), data_dir=run.config.data_dir or None)
-      names = builder.info.features['label'].names
-  except Exception:  # names are a nicety (and TFDS may be absent): fall back to indices
-    names = None
-  if not names or len(names) < count:
-    names = [str(i) for i in range(count)]
-  return list(names)
+  """The run's class names, as training recorded them (the dataset's label names when it has
+  them: image folders, TFDS, ImageNet's for a converted run; else the indices)."""
+  return list(run.data.class_names)
 
 
 def _check_top_k(top_k: int | None) -> None:

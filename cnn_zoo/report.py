@@ -12,9 +12,9 @@ import json
 import os
 import statistics
 
-from cnn_zoo import errors, escape
+from cnn_zoo import errors, escape, run_files
 from cnn_zoo.data import sources
-from cnn_zoo.train import config as config_lib, writers
+from cnn_zoo.train import config as config_lib
 
 MARKDOWN, CSV = 'comparison.md', 'comparison.csv'
 PLOTS = ('accuracy_vs_macs.png', 'accuracy_vs_params.png', 'learning_curves.png', 'throughput.png')
@@ -57,32 +57,15 @@ class Row:
     return self.model + (f' ({self.setting})' if self.setting else '')
 
 
-def _read_jsonl(path: str) -> list[dict]:
-  """The records of metrics.jsonl; lines that are not records (torn, undecodable) are skipped."""
-  records = []
-  try:
-    with open(path, 'rb') as f:
-      for line in f:
-        record = writers.read_record(line)
-        if record is not None:
-          records.append(record)
-  except OSError:
-    pass  # none yet, or unreadable: the run still shows, without curves
-  return records
-
-
 def _read_object(path: str, what: str) -> dict:
-  with open(path, encoding='utf-8') as f:
-    value = json.load(f)
-  if not isinstance(value, dict):
-    raise ValueError(f'a JSON {type(value).__name__}, not an object')
+  value = run_files.read_object(path) or {}  # {}: removed since it was listed
   if what == 'results':
     if not (isinstance(value.get('model'), str) and isinstance(value.get('dataset'), str)):
-      raise ValueError('no model or dataset')
+      raise run_files.Unreadable(path, 'ValueError', 'no model or dataset')
     for key in NUMBERS:
       number = value.get(key)
       if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
-        raise ValueError(f'{key}={number!r} is not a number')
+        raise run_files.Unreadable(path, 'ValueError', f'{key}={number!r} is not a number')
   return value
 
 
@@ -93,23 +76,25 @@ def collect(workdir: str) -> list[Run]:
   runs = []
   for name in sorted(os.listdir(workdir)):
     path = os.path.join(workdir, name)
-    config_path, results_path = (os.path.join(path, f) for f in ('config.json', 'results.json'))
+    config_path, results_path = (run_files.path(path, f)
+                                 for f in (run_files.CONFIG, run_files.RESULTS))
     if not (os.path.isfile(config_path) or os.path.isfile(results_path)):
       continue
-    config, results, where = {}, None, config_path
+    config, results = {}, None
     try:
       if os.path.isfile(config_path):
         config = config_lib.flatten(_read_object(config_path, 'config'))
-      where = results_path
       if os.path.isfile(results_path):
         results = _read_object(results_path, 'results')
-    except (OSError, ValueError) as e:  # one damaged run is left out, not the whole report
-      reason = (str(e).splitlines() or [''])[0][:80]
-      runs.append(Run(name, {}, None, [], f'{os.path.basename(where)}: {type(e).__name__}'
-                                          f'{": " + reason if reason else ""}'))
+    except run_files.Unreadable as e:  # one damaged run is left out, not the whole report
+      runs.append(Run(name, {}, None, [], f'{os.path.basename(e.file)}: {e.kind}'
+                                          f'{": " + e.detail[:80] if e.detail else ""}'))
       continue
-    runs.extend(_as_seeds(Run(name, config, results,
-                              _read_jsonl(os.path.join(path, 'metrics.jsonl')))))
+    try:
+      metrics = run_files.read_records(run_files.path(path, run_files.METRICS))
+    except OSError:  # unreadable: the run still shows, without curves
+      metrics = []
+    runs.extend(_as_seeds(Run(name, config, results, metrics)))
   return runs
 
 

@@ -9,7 +9,7 @@ are listed apart and never averaged in.
 import json
 import os
 
-from cnn_zoo import errors, outputs, report
+from cnn_zoo import errors, report, run_files
 
 # He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), Table 6: CIFAR-10 test
 # error (%), best of 5 runs (ResNet-110: mean 6.61 ± 0.16 over 5).
@@ -84,5 +84,5 @@ def markdown(zoo: dict[str, list[dict]], torch: dict[str, list[dict]]) -> str:
 def write(workdir: str, torch_jsons: list[str], out: str | None = None) -> str:
   """Writes the table to `out` (default WORKDIR/reproduction.md) and returns it."""
   text = markdown(zoo_side(workdir), torch_side(torch_jsons))
-  outputs.write_text(out or os.path.join(workdir, MARKDOWN), text, 'the reproduction table')
+  run_files.write_text(out or os.path.join(workdir, MARKDOWN), text, 'the reproduction table')
   return text

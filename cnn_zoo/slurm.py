@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Callable
 
-from cnn_zoo import errors, sweep
+from cnn_zoo import errors, run_files, sweep
 
 SCRIPT_NAME = 'slurm_job.sh'  # in the point's run directory: `sbatch` it to run the point by hand
 JOB_ID_NAME = 'slurm_job_id'  # the point's latest job, so that a rerun waits on it, not submits
@@ -292,9 +292,7 @@ class Launcher:
   def _submit(self, point, workdir, log) -> str | None:
     run_dir = os.path.join(workdir, point.name)
     script = os.path.join(run_dir, SCRIPT_NAME)
-    with open(script + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(job_script(point, workdir, self.trainer, self.resources))
-    os.replace(script + '.tmp', script)
+    run_files.write_text(script, job_script(point, workdir, self.trainer, self.resources))
     log.flush()
     proc = _run(['sbatch', '--parsable', script], self.env)
     job = proc.stdout.strip().split(';')[0]
@@ -341,7 +339,8 @@ class Launcher:
     if cancelled:
       return 128 + cancelled
     if status is None:
-      status = 0 if os.path.exists(os.path.join(os.path.dirname(log.name), 'results.json')) else 1
+      results = run_files.path(os.path.dirname(log.name), run_files.RESULTS)
+      status = 0 if os.path.exists(results) else 1
     if state != 'COMPLETED' and status == 0:
       status = 1
     if status:

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from cnn_zoo import errors
+from cnn_zoo import errors, run_files
 from cnn_zoo.train import config as config_lib
 
 SPEC_FIELDS = ('base', 'overrides', 'axes', 'replicas')
@@ -211,15 +211,14 @@ class Outcome:
 
 def _recorded_mismatch(point: Point, run_dir: str) -> str:
   """Why the run already in `run_dir` is not this point ('' when its config.json agrees)."""
-  path = os.path.join(run_dir, 'config.json')
-  if not os.path.exists(path):
-    return ''
   try:
-    with open(path, encoding='utf-8') as f:
-      recorded = config_lib.flatten(json.load(f))
-  except (OSError, ValueError, AttributeError) as e:
-    return (f'{path} is unreadable ({type(e).__name__}); it identifies the run in {run_dir}: '
-            f'restore it from a copy, or give another --workdir')
+    saved = run_files.read_object(run_files.path(run_dir, run_files.CONFIG))
+  except run_files.Unreadable as e:
+    return (f'{e}; it identifies the run in {run_dir}: restore it from a copy, or give another '
+            f'--workdir')
+  if saved is None:
+    return ''
+  recorded = config_lib.flatten(saved)
   for field, wanted in point.all_overrides().items():
     has = recorded.get(field, '<absent>')
     if json.loads(json.dumps(has)) != json.loads(json.dumps(wanted)):
@@ -309,7 +308,7 @@ def run_point(point: Point, workdir: str, trainer: Trainer,
   mismatch = _recorded_mismatch(point, run_dir)
   if mismatch:
     return Outcome(point, FAILED, 0.0, mismatch)
-  results_path = os.path.join(run_dir, 'results.json')
+  results_path = run_files.path(run_dir, run_files.RESULTS)
   if os.path.exists(results_path):
     results, problem = read_results(results_path)
     if problem:
@@ -340,15 +339,13 @@ def run_point(point: Point, workdir: str, trainer: Trainer,
 def read_results(path: str) -> tuple[dict, str]:
   """(results.json of a run, '') or ({}, why it cannot be used) for one unreadable or not a run's."""
   try:
-    with open(path, encoding='utf-8') as f:
-      results = json.load(f)
-    if not isinstance(results, dict):
-      raise ValueError(f'a JSON {type(results).__name__}, not an object')
+    results = run_files.read_object(path)
+    if results is None:
+      raise run_files.Unreadable(path, 'FileNotFoundError', 'no such file')
     if not isinstance(results.get('test_accuracy'), (int, float)):
-      raise ValueError('no test_accuracy')
-  except (OSError, ValueError) as e:
-    return {}, (f'{path} is unreadable ({type(e).__name__}: {(str(e).splitlines() or [""])[0]}); '
-                f'remove it to evaluate the point again from its checkpoint')
+      raise run_files.Unreadable(path, 'ValueError', 'no test_accuracy')
+  except run_files.Unreadable as e:
+    return {}, f'{e}; remove it to evaluate the point again from its checkpoint'
   return results, ''
 
 

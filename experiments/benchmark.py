@@ -27,7 +27,7 @@ import sys
 
 from absl import app, flags
 
-from cnn_zoo import benchmark, cli, errors, outputs
+from cnn_zoo import benchmark, cli, errors, outputs, run_files
 from cnn_zoo.models import conv, remat
 
 _MODELS = flags.DEFINE_list('models', ['lenet5', 'resnet20'], 'Registered model names.')
@@ -129,7 +129,7 @@ def _run():
               f'{r["peak_mem_bytes"] / 2 ** 20:,.0f} MiB', flush=True)
     results[name] = r
     if _JSON.value:  # after every model, so that a run cut short keeps what it measured
-      outputs.write_text(_JSON.value, json.dumps(results, indent=2), '--json')
+      run_files.write_text(_JSON.value, json.dumps(results, indent=2), '--json')
   benchmark.exit_if_failed(failed, len(_MODELS.value))
 
 

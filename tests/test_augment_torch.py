@@ -77,11 +77,11 @@ def test_the_device_batch_is_augmented_by_its_own_draws():
 @pytest.mark.parametrize('augment', ['crop_flip', 'crop', 'flip'])
 def test_the_tfdata_path_is_torchvisions_pad_crop_flip(augment):
   tf = pytest.importorskip('tensorflow')
-  from cnn_zoo.data import pipeline, preprocess  # pylint: disable=g-import-not-at-top
+  from cnn_zoo.data import tfdata_pipeline, preprocess  # pylint: disable=g-import-not-at-top
   images, offsets, flips = _case(seed=1)
   prep = preprocess.Preprocess(image_shape=(32, 32, 3), mean=(0.0,) * 3, std=(1.0,) * 3,
                                augment=augment, crop_padding=PADDING)
-  ours = pipeline.preprocess_batch(tf.constant(images), prep,
+  ours = tfdata_pipeline.preprocess_batch(tf.constant(images), prep,
                                    (tf.constant(offsets), tf.constant(flips)))
   expected = torchvision_augment(images, offsets, flips, augment) / np.float32(255)
   np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-7)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cnn_zoo.data import pipeline, sources
+from cnn_zoo.data import tfdata_pipeline, sources
 
 
 def _prep(shape, augment='none', mean=(0.5,), std=(0.25,)):
-  return pipeline.Preprocess(shape, mean, std, augment=augment)
+  return tfdata_pipeline.Preprocess(shape, mean, std, augment=augment)
 
 
 @pytest.mark.parametrize('name,shape,classes', [('mnist', (28, 28, 1), 10),
@@ -22,7 +22,7 @@ def test_tfds_pipeline_under_mock_data(name, shape, classes, tmp_path):
   assert len(ds.train) == 50 and len(ds.test) == 50
   model_shape = (32, 32, 1) if name == 'mnist' else (32, 32, 3)
   mean, std = ds.channel_stats()
-  batches = list(pipeline.train_batches(ds.train, _prep(model_shape, 'crop_flip', mean, std),
+  batches = list(tfdata_pipeline.train_batches(ds.train, _prep(model_shape, 'crop_flip', mean, std),
                                         global_batch=16, seed=0, start_step=0, num_steps=4))
   assert len(batches) == 4
   assert batches[0]['image'].shape == (16, *model_shape)
@@ -105,7 +105,7 @@ def _split(n=50, shape=(28, 28, 1)):
 
 def test_train_batches_are_a_function_of_seed_and_step():
   split, prep = _split(), _prep((32, 32, 1), 'crop_flip')
-  run = lambda start, **kw: list(pipeline.train_batches(split, prep, global_batch=10, seed=3,
+  run = lambda start, **kw: list(tfdata_pipeline.train_batches(split, prep, global_batch=10, seed=3,
                                                         start_step=start, num_steps=12, **kw))
   full, resumed = run(0), run(7)
   for a, b in zip(full[7:], resumed):
@@ -122,7 +122,7 @@ def test_train_batches_are_a_function_of_seed_and_step():
 
 def test_eval_batches_cover_every_example_once():
   split, prep = _split(23), _prep((32, 32, 1))
-  batches = list(pipeline.eval_batches(split, prep, global_batch=10))
+  batches = list(tfdata_pipeline.eval_batches(split, prep, global_batch=10))
   assert len(batches) == 3
   masks = np.concatenate([b['mask'] for b in batches])
   labels = np.concatenate([b['label'] for b in batches])
@@ -132,11 +132,11 @@ def test_eval_batches_cover_every_example_once():
 
 def test_preprocessing_pads_digits_converts_channels_and_normalises():
   images = np.full((2, 28, 28, 1), 255, np.uint8)
-  x = pipeline.preprocess_batch(images, _prep((32, 32, 3), mean=(0.5,), std=(0.5,))).numpy()
+  x = tfdata_pipeline.preprocess_batch(images, _prep((32, 32, 3), mean=(0.5,), std=(0.5,))).numpy()
   assert x.shape == (2, 32, 32, 3)
   assert np.allclose(x[:, 2:30, 2:30], 1.0) and np.allclose(x[:, :2], -1.0)  # black padding
   small = np.zeros((1, 8, 8, 1), np.uint8)
-  assert pipeline.preprocess_batch(small, _prep((32, 32, 1))).shape == (1, 32, 32, 1)
+  assert tfdata_pipeline.preprocess_batch(small, _prep((32, 32, 1))).shape == (1, 32, 32, 1)
 
 
 def test_digits_read_directly_and_through_tfds_hold_the_same_examples(digits_dir):

@@ -75,10 +75,8 @@ def test_page_is_one_small_offline_file_holding_the_weights(run, page_path):
 
 def test_pad_box_of_padded_mnist_sized_images(run):
   """28x28 images are zero-padded into the 32x32 input: the pad draws the 28x28 box."""
-  images = np.zeros((2, 28, 28, 1), np.uint8)
-  dataset = dataclasses.replace(run.dataset, train=dataclasses.replace(run.dataset.train, images=images),
-                                test=dataclasses.replace(run.dataset.test, images=images))
-  assert explorer._pad_box(dataclasses.replace(run, dataset=dataset)) == [2, 2, 28, 28]
+  mnist_sized = dataclasses.replace(run.data, image_shape=(28, 28, 1))  # as the run recorded them
+  assert explorer._pad_box(dataclasses.replace(run, data=mnist_sized)) == [2, 2, 28, 28]
 
 
 def test_refuses_models_it_cannot_draw_and_missing_runs(run, tmp_path):

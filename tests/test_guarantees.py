@@ -17,7 +17,7 @@ import pytest
 
 from cnn_zoo.train import config as config_lib
 from cnn_zoo import models
-from cnn_zoo.data import pipeline, sources
+from cnn_zoo.data import tfdata_pipeline, sources
 from cnn_zoo.train import loop, optim, writers
 from cnn_zoo.train import state as state_lib
 from cnn_zoo.train import step as step_lib
@@ -195,7 +195,7 @@ def test_nan_at_a_known_step_stops_naming_it_and_keeps_the_checkpoint_before(smo
                                                                               monkeypatch):
   config = _small_config(smoke_config)
   workdir = str(tmp_path / 'run')
-  real = pipeline.train_batches
+  real = tfdata_pipeline.train_batches
 
   def poisoned(*args, **kwargs):
     # Batch of step 7 (steps count from 1) holds a NaN pixel: its loss is NaN, earlier ones not.
@@ -205,7 +205,7 @@ def test_nan_at_a_known_step_stops_naming_it_and_keeps_the_checkpoint_before(smo
         batch['image'][0, 0, 0, 0] = np.nan
       yield batch
 
-  monkeypatch.setattr(pipeline, 'train_batches', poisoned)
+  monkeypatch.setattr(tfdata_pipeline, 'train_batches', poisoned)
   with pytest.raises(loop.NonFiniteError) as error:
     loop.train_and_evaluate(config, workdir)
   assert str(error.value).startswith('non-finite loss or gradient at step 7 (loss=')
@@ -216,7 +216,7 @@ def test_nan_at_a_known_step_stops_naming_it_and_keeps_the_checkpoint_before(smo
   assert _checkpoint_steps(workdir) == [4]  # written before; none at or after the NaN
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
   # The kept checkpoint is good: the same command, data fixed, resumes from it to the end.
-  monkeypatch.setattr(pipeline, 'train_batches', real)
+  monkeypatch.setattr(tfdata_pipeline, 'train_batches', real)
   results = loop.train_and_evaluate(config, workdir)
   assert results['resumed_from_step'] == 4 and np.isfinite(results['test_loss'])
 
@@ -224,13 +224,13 @@ def test_nan_at_a_known_step_stops_naming_it_and_keeps_the_checkpoint_before(smo
 def test_the_compiled_train_step_refuses_a_batch_of_another_shape(smoke_config, tmp_path,
                                                                   monkeypatch):
   config = _small_config(smoke_config, steps=3)
-  real = pipeline.train_batches
+  real = tfdata_pipeline.train_batches
 
   def short_second_batch(*args, **kwargs):
     for s, batch in enumerate(real(*args, **kwargs)):
       yield {k: v[:8] for k, v in batch.items()} if s == 1 else batch
 
-  monkeypatch.setattr(pipeline, 'train_batches', short_second_batch)
+  monkeypatch.setattr(tfdata_pipeline, 'train_batches', short_second_batch)
   with pytest.raises(TypeError, match='compiled'):
     loop.train_and_evaluate(config, str(tmp_path / 'train'))
 
@@ -238,13 +238,13 @@ def test_the_compiled_train_step_refuses_a_batch_of_another_shape(smoke_config, 
 def test_the_compiled_eval_step_refuses_a_batch_of_another_shape(smoke_config, tmp_path,
                                                                  monkeypatch):
   config = _small_config(smoke_config, steps=2)
-  real = pipeline.eval_batches
+  real = tfdata_pipeline.eval_batches
 
   def short_batches(*args, **kwargs):
     for batch in real(*args, **kwargs):
       yield {k: v[:32] for k, v in batch.items()}
 
-  monkeypatch.setattr(pipeline, 'eval_batches', short_batches)
+  monkeypatch.setattr(tfdata_pipeline, 'eval_batches', short_batches)
   with pytest.raises(TypeError, match='compiled'):
     loop.train_and_evaluate(config, str(tmp_path / 'eval'))
 
@@ -255,11 +255,11 @@ def test_the_loop_compiles_the_step_with_the_configured_convolution(smoke_config
   real_train, real_eval = step_lib.train_step, step_lib.eval_step
 
   def train_step(state, batch, **kwargs):
-    seen.append(('train', state.apply_fn.__self__.conv_impl, kwargs['skip_nonfinite']))
+    seen.append(('train', state.apply_fn.__self__.layers.conv_impl, kwargs['skip_nonfinite']))
     return real_train(state, batch, **kwargs)
 
   def eval_step(state, batch):
-    seen.append(('eval', state.apply_fn.__self__.conv_impl))
+    seen.append(('eval', state.apply_fn.__self__.layers.conv_impl))
     return real_eval(state, batch)
 
   monkeypatch.setattr(step_lib, 'train_step', train_step)
@@ -279,7 +279,8 @@ def _indexed_split(n):
 
 
 def _indexed_prep():
-  return pipeline.Preprocess((8, 8, 1), (0.0,), (1 / 255,))  # normalised back to the raw 0..255
+  # Normalised back to the raw 0..255.
+  return tfdata_pipeline.Preprocess((8, 8, 1), (0.0,), (1 / 255,))
 
 
 def _indices(batch):
@@ -288,7 +289,7 @@ def _indices(batch):
 
 def test_an_epochs_last_partial_batch_is_dropped_and_the_next_epoch_starts_afresh():
   split, n, batch = _indexed_split(50), 50, 16  # 3 full batches per epoch, 2 examples left
-  batches = [_indices(b) for b in pipeline.train_batches(
+  batches = [_indices(b) for b in tfdata_pipeline.train_batches(
       split, _indexed_prep(), global_batch=batch, seed=0, start_step=0, num_steps=7)]
   assert [len(b) for b in batches] == [16] * 7
   assert all(b.min() >= 0 and b.max() < n for b in batches)
@@ -297,7 +298,7 @@ def test_an_epochs_last_partial_batch_is_dropped_and_the_next_epoch_starts_afres
     assert len(set(seen.tolist())) == 48  # each example at most once per epoch: 2 left out
   assert not np.array_equal(np.concatenate(batches[0:3]), np.concatenate(batches[3:6]))
   # Step 6 opens epoch 2: a resumed run at step 6 sees the same batch.
-  again = next(pipeline.train_batches(split, _indexed_prep(), global_batch=batch, seed=0,
+  again = next(tfdata_pipeline.train_batches(split, _indexed_prep(), global_batch=batch, seed=0,
                                       start_step=6, num_steps=7))
   np.testing.assert_array_equal(_indices(again), batches[6])
 

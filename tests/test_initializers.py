@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnn_zoo import models
-from cnn_zoo.models import initializers, resnet
+from cnn_zoo.models import resnet
 
 # Expected std of a kernel of shape (..., fan_in_channels, out) by (family, layer kind).
 _RECEPTIVE = lambda shape: int(np.prod(shape[:-2])) if len(shape) == 4 else 1
@@ -123,8 +123,8 @@ def test_every_name_takes_its_family_rule():
   """What the slow cases check by value, every registered name checks by construction."""
   for name in models.names():
     module = models.get(name)
-    assert module.weight_init == 'paper' and models.spec(name).family in initializers.PAPER, name
-    assert models.get(name, weight_init='flax').weight_init == 'flax'
+    assert module.layers.weight_init == 'paper' and module.layers.init_rule == _rule_name(name)
+    assert models.get(name, weight_init='flax').layers.weight_init == 'flax'
 
 
 def test_zero_init_last_bn_starts_each_residual_block_at_the_identity():

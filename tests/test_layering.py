@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Bottom to top. Within the second layer, models and data are independent of each other;
 # torchvision's weights (pretrained) sit over both.
 LAYERS = (
-    ('foundation', ('cnn_zoo.errors', 'cnn_zoo.escape', 'cnn_zoo.outputs', 'cnn_zoo.parallel')),
+    ('foundation', ('cnn_zoo.errors', 'cnn_zoo.escape', 'cnn_zoo.outputs', 'cnn_zoo.parallel',
+                    'cnn_zoo.run_files')),
     ('models', ('cnn_zoo.models',)),
     ('data', ('cnn_zoo.data',)),
     ('pretrained', ('cnn_zoo.pretrained',)),

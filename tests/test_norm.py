@@ -130,9 +130,8 @@ def test_refuses_settings_it_does_not_implement():
     norm.BatchNorm(axis_name='batch').init(jax.random.key(0), x, use_running_average=False)
 
 
-def _resnet20(monkeypatch, impl):
-  monkeypatch.setattr(norm, 'IMPL', impl)
-  model = models.get('resnet20')
+def _resnet20(impl):
+  model = models.get('resnet20', norm_impl=impl)
   x = jax.random.normal(jax.random.key(0), (4, *models.input_shape('resnet20')))
   variables = model.init(jax.random.key(1), x, train=False)
 
@@ -144,13 +143,34 @@ def _resnet20(monkeypatch, impl):
   return variables, jax.grad(loss, has_aux=True)(variables['params'])
 
 
-def test_resnet20_keeps_its_variables_and_gradients(monkeypatch):
+def test_resnet20_keeps_its_variables_and_gradients():
   """The same variable tree (names, shapes, initial values) with either BatchNorm, and the same
   train-mode gradients and statistics to float32 round-off."""
-  theirs, ours = _resnet20(monkeypatch, 'flax'), _resnet20(monkeypatch, 'vjp')
+  theirs, ours = _resnet20('flax'), _resnet20('vjp')
   (variables, (grads, stats)), (their_variables, (their_grads, their_stats)) = ours, theirs
   assert jax.tree.structure(variables) == jax.tree.structure(their_variables)
   for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(their_variables)):
     assert np.array_equal(a, b)
   _close(stats, their_stats, 1e-5)
   _close(grads, their_grads, 1e-4)
+
+
+@pytest.mark.parametrize('impl, cls', [('vjp', norm.BatchNorm), ('flax', nn.BatchNorm)])
+def test_a_model_computes_with_the_batch_norm_of_its_layers(impl, cls):
+  """models.get(norm_impl=) reaches every BatchNorm of the model (no module-global switch)."""
+  seen = set()
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.BatchNorm):
+      seen.add(type(context.module))
+    return next_fun(*args, **kwargs)
+
+  model = models.get('resnet20', norm_impl=impl)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=True), jnp.zeros((2, 8, 8, 3)))
+  assert model.layers.norm_impl == impl and seen == {cls}
+
+
+def test_an_unknown_norm_impl_is_refused():
+  with pytest.raises(ValueError, match="norm_impl='sync' is not valid; valid choices: vjp, flax"):
+    models.get('resnet20', norm_impl='sync')

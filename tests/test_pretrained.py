@@ -5,7 +5,9 @@ visualize and fine-tuning. (tests/test_pretrained_torch.py checks the logits aga
 own code where PyTorch is installed.)"""
 
 import json
+import logging
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnn_zoo import errors, models, predict, visualize
+from cnn_zoo import errors, models, predict, run_files, visualize
 from cnn_zoo.pretrained import convert, files, imagenet, layout
 from cnn_zoo.train import converted as runs, inference, loop
 from configs import finetune
@@ -229,7 +231,7 @@ def converted(tmp_path_factory):
 def test_a_converted_run_holds_what_inference_reads(converted):
   workdir, variables, _, done = converted
   assert done['tensors'] == len(_manifest('resnet18')) and done['params'] == 11_689_512
-  for name in ('config.json', 'converted.json', 'checkpoints'):
+  for name in ('config.json', 'converted.json', 'dataset.json', 'checkpoints'):
     assert os.path.exists(os.path.join(workdir, name)), name
   run = inference.load(workdir)
   assert run.config.model == 'resnet18' and run.config.num_classes == 1000 and run.step == 0
@@ -253,6 +255,22 @@ def test_predict_on_a_converted_run_uses_imagenet_preprocessing_and_names(conver
   want = np.asarray(jax.nn.softmax(logits[0]))
   got = np.array([p for _, _, p in sorted(ranking)])
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_a_converted_run_from_before_its_data_record_predicts_the_same(converted, tmp_path,
+                                                                      caplog):
+  """A converted run as e286f77 wrote it (the same files, but no dataset.json) falls back to
+  ImageNet's preprocessing and names, saying so once, and ranks a photo as a run with the record."""
+  workdir, _, photo, _ = converted
+  old = tmp_path / 'old'
+  shutil.copytree(workdir, old)
+  os.remove(old / run_files.DATASET)
+  with caplog.at_level(logging.INFO):
+    ranking = predict.predict(str(old), photo, top_k=None)
+  assert [r.getMessage() for r in caplog.records if 'holds no dataset.json' in r.getMessage()] \
+      == [f'{old} holds no dataset.json (saved by an earlier version): its normalisation and '
+          f'classes are recomputed from its dataset {runs.IMAGENET}, as they were then']
+  assert ranking == predict.predict(workdir, photo, top_k=None)
 
 
 def test_visualize_takes_a_converted_run(converted, tmp_path):

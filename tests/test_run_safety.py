@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import pytest
 
-from cnn_zoo import errors, outputs
+from cnn_zoo import errors, run_files
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import checkpoint, loop, workdir as workdir_lib, writers
 from cnn_zoo.train.state import TrainState
@@ -191,7 +191,7 @@ def test_a_link_planted_after_the_check_is_refused_too(tmp_path):
   with pytest.raises(errors.WorkdirError, match='is a symbolic link'):
     writers.MetricWriter(str(tmp_path))
   with pytest.raises(errors.WorkdirError, match='is a symbolic link'):
-    outputs.open_own(str(tmp_path / 'metrics.jsonl'), 'a')
+    run_files.open_own(str(tmp_path / 'metrics.jsonl'), 'a')
   assert victim.read_text() == 'not yours\n'
 
 

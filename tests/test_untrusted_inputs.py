@@ -18,7 +18,7 @@ import pytest
 from PIL import EpsImagePlugin, Image
 
 from cnn_zoo import errors, escape, models, predict, report
-from cnn_zoo.data import digits, images, pack, preprocess, sources
+from cnn_zoo.data import digits, images, pack, preprocess, run_data, sources
 from cnn_zoo.pretrained import files
 from cnn_zoo.train import build, config as config_lib, inference, loop
 from cnn_zoo.visualize import explorer
@@ -205,8 +205,11 @@ def _untrained_lenet_run() -> inference.TrainedRun:
   (x_train, y_train), (x_test, y_test) = digits.arrays()
   dataset = sources.Dataset('digits', sources.Split(x_train, y_train),
                             sources.Split(x_test, y_test), 10)
+  data = run_data.RunData('digits', (8, 8, 1), (32, 32, 1), 'auto', 'dataset', (0.5,), (0.25,),
+                          tuple(str(i) for i in range(10)))
   return inference.TrainedRun(config_lib.defaults(), model, dict(variables),
-                              preprocess.Preprocess((32, 32, 1), (0.5,), (0.25,)), dataset, 0)
+                              preprocess.Preprocess((32, 32, 1), (0.5,), (0.25,)), data, 0,
+                              lambda: dataset)
 
 
 def test_the_explorer_puts_class_names_in_as_text_and_escapes_its_json(tmp_path, monkeypatch):

@@ -6,11 +6,13 @@ JAX code from (seed, step) alone: epoch e = step // steps_per_epoch is ordered b
 `jax.random.permutation(fold_in(key(seed), e))`, and the crop offsets and flips of step s are drawn
 from `fold_in(fold_in(key(seed), 2**30), s)` (a stream apart from the epochs') for the whole global
 batch. A resumed run sees exactly the batches it
-would have seen, on any number of devices. The same preprocessing as the tf.data pipeline (scale to
-[0, 1], channels, pad or resize, pad-and-crop, flip, normalise), but other random draws: the two
+would have seen, on any number of devices. The preprocessing is `preprocess`'s recipe (the
+tf.data pipeline's too) in numpy on the host (`HOST_OPS`: fitting, and prediction's inputs) and JAX
+on the device (`DEVICE_OPS`: augmentation and normalisation), but other random draws: the two
 paths give different (equally valid) batch orders, so a run keeps the path it started with.
 """
 
+import dataclasses
 import functools
 
 import flax
@@ -18,11 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_zoo.errors import DataError
+from cnn_zoo.data import preprocess
 from cnn_zoo.data.preprocess import stats_for_channels  # noqa: F401
 
-# ITU-R 601 luma weights, as tf.image.rgb_to_grayscale.
-_GREY = np.array([0.2989, 0.5870, 0.1140], np.float32)
+RESIZE_CHUNK = 1024  # examples resized at a time on the host: a bound on the float copy
 
 
 @flax.struct.dataclass
@@ -36,33 +37,56 @@ class DeviceSplit:
     return self.labels.shape[0]
 
 
+def _crop_one(image, offset, padding):
+  """Zero-pads one (H, W, C) image by `padding` and crops it back at `offset` (2,)."""
+  h, w, c = image.shape
+  padded = jnp.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+  return jax.lax.dynamic_slice(padded, (offset[0], offset[1], 0), (h, w, c))
+
+
+def _resize(x, size):
+  return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), 'bilinear', antialias=True)
+
+
+DEVICE_OPS = preprocess.Ops(
+    to_float=lambda x: x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x,
+    tile=lambda x, channels: jnp.repeat(x, channels, axis=-1),
+    grey=lambda x: x @ jnp.asarray(preprocess.GREY_WEIGHTS)[:, None],
+    pad=lambda x, padding: jnp.pad(x, ((0, 0), *padding, (0, 0))),
+    resize=_resize,
+    crop=lambda x, offsets, padding: jax.vmap(functools.partial(_crop_one, padding=padding))(
+        x, offsets),
+    flip=lambda x, flips: jnp.where(flips[:, None, None, None], x[:, :, ::-1], x))
+
+
+_RESIZE = jax.jit(_resize, static_argnums=1)
+
+
+def _resize_on_host(x: np.ndarray, size) -> np.ndarray:
+  """float32 (N, h, w, C) -> numpy (N, H, W, C), RESIZE_CHUNK examples at a time."""
+  return np.concatenate([np.asarray(_RESIZE(x[i:i + RESIZE_CHUNK], tuple(size)))
+                         for i in range(0, len(x), RESIZE_CHUNK)])
+
+
+# The same operations on host arrays, for what runs once (a split's fit) or per image (prediction).
+HOST_OPS = dataclasses.replace(
+    DEVICE_OPS,
+    to_float=lambda x: x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x,
+    tile=lambda x, channels: np.repeat(x, channels, axis=-1),
+    grey=lambda x: x @ preprocess.GREY_WEIGHTS[:, None],
+    pad=lambda x, padding: np.pad(x, ((0, 0), *padding, (0, 0))),
+    resize=_resize_on_host)
+
+
 def fit(images: np.ndarray, image_shape: tuple[int, int, int], resize_mode: str = 'auto'):
   """uint8 (N, h, w, c) -> the model's (N, H, W, C): uint8 when only padded or tiled, else
   float32 in [0, 1]. Runs once, before training."""
-  height, width, channels = image_shape
-  x = images
-  if x.shape[-1] != channels:
-    if x.shape[-1] == 1:
-      x = np.repeat(x, channels, axis=-1)
-    elif x.shape[-1] == 3 and channels == 1:
-      x = (x.astype(np.float32) / 255.0) @ _GREY[:, None]
-    else:
-      raise DataError(f'cannot convert {x.shape[-1]}-channel images to {channels} channels')
-  h, w = x.shape[1], x.shape[2]
-  if (h, w) == (height, width):
-    return x
-  mode = resize_mode
-  if mode == 'auto':
-    mode = 'pad' if 0 <= height - h <= 8 and 0 <= width - w <= 8 else 'resize'
-  if mode == 'pad':
-    if h > height or w > width:
-      raise DataError(f'cannot pad {h}x{w} images to {height}x{width}; use resize_mode=resize')
-    top, left = (height - h) // 2, (width - w) // 2
-    return np.pad(x, ((0, 0), (top, height - h - top), (left, width - w - left), (0, 0)))
-  x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
-  resize = jax.jit(lambda c: jax.image.resize(c, (c.shape[0], height, width, c.shape[-1]),
-                                              'bilinear', antialias=True))
-  return np.concatenate([np.asarray(resize(x[i:i + 1024])) for i in range(0, len(x), 1024)])
+  return preprocess.fit(images, image_shape, resize_mode, HOST_OPS)
+
+
+def eval_inputs(images: np.ndarray, prep: preprocess.Preprocess) -> np.ndarray:
+  """uint8 (N, h, w, c) as evaluation preprocesses them, on the host: float32 (N, H, W, C)."""
+  return np.asarray(preprocess.apply(images, prep, HOST_OPS), np.float32)
 
 
 def put(images: np.ndarray, labels: np.ndarray, image_shape, resize_mode: str,
@@ -77,24 +101,9 @@ def put(images: np.ndarray, labels: np.ndarray, image_shape, resize_mode: str,
 
 def nbytes(images: np.ndarray, image_shape, resize_mode: str = 'auto') -> int:
   """Device memory a split takes once fitted (without fitting it)."""
+  rule = preprocess.fit_rule(images.shape[1:], image_shape, resize_mode)
   height, width, channels = image_shape
-  h, w = images.shape[1], images.shape[2]
-  exact = images.shape[-1] in (1, channels) and (
-      (h, w) == (height, width) or (resize_mode != 'resize' and 0 <= height - h <= 8
-                                    and 0 <= width - w <= 8))
-  return len(images) * height * width * channels * (1 if exact else 4)
-
-
-def _normalise(x, mean, std):
-  x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
-  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-
-
-def _crop(image, offset, padding):
-  """Zero-pads one (H, W, C) image by `padding` and crops it back at `offset` (2,)."""
-  h, w, c = image.shape
-  padded = jnp.pad(image, ((padding, padding), (padding, padding), (0, 0)))
-  return jax.lax.dynamic_slice(padded, (offset[0], offset[1], 0), (h, w, c))
+  return len(images) * height * width * channels * (1 if rule.exact else 4)
 
 
 def epoch_order(num_examples: int, seed, epoch) -> jax.Array:
@@ -118,13 +127,11 @@ def ordered_batch(split: DeviceSplit, order, step, seed, *, batch_size: int, ste
   per step (a sort of the whole split: more than LeNet-5's whole step on a CPU)."""
   in_epoch = step % steps_per_epoch
   index = jax.lax.dynamic_slice(order, (in_epoch * batch_size,), (batch_size,))
-  x = split.images[index]
-  # Normalised after the crop's zero padding, as the tf.data pipeline does (padding = black).
-  x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x
+  x = DEVICE_OPS.to_float(split.images[index])
   if augment != 'none':
     offsets, flips = augmentation_draws(seed, step, batch_size, crop_padding)
     x = augment_batch(x, offsets, flips, augment, crop_padding)
-  return {'image': _normalise(x, mean, std), 'label': split.labels[index]}
+  return {'image': preprocess.normalise(x, mean, std, DEVICE_OPS), 'label': split.labels[index]}
 
 
 def augmentation_draws(seed, step, batch_size: int, crop_padding: int):
@@ -138,13 +145,8 @@ def augmentation_draws(seed, step, batch_size: int, crop_padding: int):
 
 def augment_batch(x, offsets, flips, augment: str, crop_padding: int):
   """(N, H, W, C) images zero-padded by `crop_padding` and cropped back at `offsets` ('crop'),
-  then mirrored left-right where `flips` ('flip'): torchvision's pad, crop and hflip
-  (tests/test_augment_torch.py)."""
-  if 'crop' in augment:
-    x = jax.vmap(functools.partial(_crop, padding=crop_padding))(x, offsets)
-  if 'flip' in augment:
-    x = jnp.where(flips[:, None, None, None], x[:, :, ::-1], x)
-  return x
+  then mirrored left-right where `flips` ('flip'): `preprocess.augment` in JAX."""
+  return preprocess.augment(x, offsets, flips, augment, crop_padding, DEVICE_OPS)
 
 
 def eval_batch(split: DeviceSplit, index, *, batch_size: int, mean, std) -> dict:
@@ -152,5 +154,5 @@ def eval_batch(split: DeviceSplit, index, *, batch_size: int, mean, std) -> dict
   with mask 0, so every example counts exactly once."""
   positions = index * batch_size + jnp.arange(batch_size)
   take = jnp.minimum(positions, len(split) - 1)
-  return {'image': _normalise(split.images[take], mean, std), 'label': split.labels[take],
-          'mask': (positions < len(split)).astype(jnp.float32)}
+  return {'image': preprocess.normalise(split.images[take], mean, std, DEVICE_OPS),
+          'label': split.labels[take], 'mask': (positions < len(split)).astype(jnp.float32)}

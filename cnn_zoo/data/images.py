@@ -6,8 +6,14 @@ otherwise pick a decoder by the content, and a `.png` that is PostScript would r
 Each image is bounded before its pixels are decoded (`MAX_PIXELS`, `MAX_ASPECT`: a small file can
 declare a huge image), and reduced as it is decoded when a target size is known (JPEG's draft mode
 decodes at 1/2, 1/4 or 1/8 scale), so a folder of phone photos costs their result, not their
-full size. 16-bit grey images keep their high byte (value / 256), as Pillow reads 16-bit colour.
-Anything else is a `DataError` naming the file.
+full size. Anything else is a `DataError` naming the file.
+
+One mode rule: grey images (modes 1, L, LA, 16-bit I;16 and I, and palette images whose pixels
+are all grey) decode to one channel, every other (RGB, RGBA, CMYK, colour palettes) to three; an
+alpha channel is dropped, not composited; 16-bit images keep their high byte (value / 256), as
+Pillow reads 16-bit colour. The folder reader and prediction then give a decoded image the same
+size and channels (`resize`, `to_channels`: `as_example`), so a file predicted is the array its
+folder dataset holds (tests/test_preprocessing.py).
 """
 
 import warnings
@@ -15,6 +21,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from cnn_zoo.data import preprocess
 from cnn_zoo.errors import DataError
 
 DATASET_FORMATS = ('PNG', 'JPEG')  # folder: datasets and packs
@@ -81,7 +88,7 @@ def _to_array(image: Image.Image, channels: int | None) -> np.ndarray:
   """uint8 (H, W, C): C = `channels`, or 1 for a grey image and 3 otherwise; alpha dropped."""
   if image.mode in _SIXTEEN_BIT:  # the high byte, whatever the values: the same scale everywhere
     grey = (np.asarray(image, np.int64) >> 8).clip(0, 255).astype(np.uint8)[..., None]
-    return np.repeat(grey, 3, axis=-1) if channels == 3 else grey
+    return to_channels(grey, 3) if channels == 3 else grey
   grey = _is_grey(image) if channels is None else channels == 1
   return np.asarray(image.convert('L'))[..., None] if grey else np.asarray(image.convert('RGB'))
 
@@ -118,3 +125,26 @@ def decode(source, where: str, formats=DATASET_FORMATS, *, channels: int | None 
       raise DataError(f'{where}: cannot read it as an image: a damaged {image.format} file '
                       f'({type(e).__name__})') from None
   return resize(x, tuple(size)) if size else x
+
+
+def to_channels(x: np.ndarray, channels: int) -> np.ndarray:
+  """uint8 (H, W, c) -> uint8 (H, W, channels), by `preprocess.channel_rule`: grey copied to every
+  channel, RGB made grey by `preprocess.GREY_WEIGHTS` (rounded to uint8)."""
+  rule = preprocess.channel_rule(x.shape[-1], channels)
+  if rule is None:
+    raise DataError(f'cannot give a {x.shape[-1]}-channel image to a run on '
+                    f'{channels}-channel images')
+  if rule == 'tile':
+    return np.repeat(x, channels, axis=-1)
+  if rule == 'grey':
+    grey = np.round(x.astype(np.float32) @ preprocess.GREY_WEIGHTS)
+    return np.clip(grey, 0, 255).astype(np.uint8)[..., None]
+  return x
+
+
+def as_example(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+  """A decoded uint8 (h, w, c) image as an example of a dataset of (H, W, C) images: resized as
+  the folder reader resizes (`resize`), then given the dataset's channels (`to_channels`), in the
+  folder reader's order. A file so treated is the array a folder dataset of that shape holds."""
+  height, width, channels = shape
+  return to_channels(resize(image, (width, height)), channels)

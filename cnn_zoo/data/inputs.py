@@ -2,7 +2,8 @@
 
 - 'device' (cnn_zoo.data.device_pipeline): the split lives in device memory and each batch is a
   compiled JAX function of (seed, step). No TensorFlow, no host threads competing with the step.
-- 'tfdata' (cnn_zoo.data.pipeline): tf.data batches on the host, for datasets that do not fit.
+- 'tfdata' (cnn_zoo.data.tfdata_pipeline): tf.data batches on the host, for datasets that do not
+  fit.
 - 'auto': 'device' when the fitted train and test splits take at most a quarter of one device's
   memory (DEVICE_SHARE; 2 GiB on a CPU, whose memory JAX does not report), else 'tfdata'.
 
@@ -51,34 +52,39 @@ def choose(requested: str, dataset, image_shape, resize_mode: str) -> str:
   return 'device' if need <= device_budget() else 'tfdata'
 
 
+def training_preprocess(config, dataset, plan) -> preprocess.Preprocess:
+  """The one preprocessing both paths apply: the model's input shape, the train split's mean and
+  std, and the config's resize mode and augmentation."""
+  mean, std = dataset.channel_stats()
+  return preprocess.Preprocess(plan.input_shape, tuple(mean), tuple(std), config.resize_mode,
+                               config.augment, config.crop_padding)
+
+
 def make(config, dataset, plan, mesh) -> Inputs:
   """The batches of config.input_pipeline for `dataset` under `plan` on `mesh`."""
-  mean, std = dataset.channel_stats()
-  source_channels = dataset.train.images.shape[-1]
-  path = choose(config.input_pipeline, dataset, plan.input_shape, config.resize_mode)
+  prep = training_preprocess(config, dataset, plan)
+  path = choose(config.input_pipeline, dataset, prep.image_shape, prep.resize_mode)
   if path == 'device':
-    return _device(config, dataset, plan, mesh, source_channels, mean, std)
+    return _device(config, dataset, plan, mesh, prep)
   if config.seeds:
     raise errors.ConfigError(f'config.seeds={tuple(config.seeds)!r}: replicas need the device '
                              f'input path, and {dataset.name} does not fit a quarter of the '
                              f'device memory; train one seed per run (seeds=())')
-  return _tfdata(config, dataset, plan, mesh, mean, std)
+  return _tfdata(config, dataset, plan, mesh, prep)
 
 
-def _device(config, dataset, plan, mesh, source_channels, mean, std) -> Inputs:
-  channels = plan.input_shape[-1]
-  mean = preprocess.stats_for_channels(mean, source_channels, channels)
-  std = preprocess.stats_for_channels(std, source_channels, channels)
+def _device(config, dataset, plan, mesh, prep) -> Inputs:
+  mean, std = preprocess.model_stats(prep, dataset.train.images.shape[-1])
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  put = lambda split: device_pipeline.put(split.images, split.labels, plan.input_shape,
-                                          config.resize_mode, replicated)
+  put = lambda split: device_pipeline.put(split.images, split.labels, prep.image_shape,
+                                          prep.resize_mode, replicated)
   train_split, test_split = put(dataset.train), put(dataset.test)
   scalar = jax.ShapeDtypeStruct((), jnp.int32)
   order = functools.partial(device_pipeline.epoch_order, len(train_split))
   batch = functools.partial(
       device_pipeline.ordered_batch, batch_size=plan.batch_size,
       steps_per_epoch=plan.steps_per_epoch, mean=tuple(mean), std=tuple(std),
-      augment=config.augment, crop_padding=config.crop_padding)
+      augment=prep.augment, crop_padding=prep.crop_padding)
   seeds, order_shape, train_sharding = np.int32(config.seed), (len(train_split),), sharded
   if config.seeds:  # replicas (cnn_zoo.train.replicas): each seed's order and batch, stacked
     seeds, order_shape = np.asarray(config.seeds, np.int32), (len(config.seeds), len(train_split))
@@ -110,26 +116,25 @@ def _device(config, dataset, plan, mesh, source_channels, mean, std) -> Inputs:
   return Inputs('device', train, evaluate, compile_time)
 
 
-def _tfdata(config, dataset, plan, mesh, mean, std) -> Inputs:
+def _tfdata(config, dataset, plan, mesh, train_prep) -> Inputs:
   try:
-    from cnn_zoo.data import pipeline  # TensorFlow: imported only on this path
+    from cnn_zoo.data import tfdata_pipeline  # TensorFlow: imported only on this path
   except ImportError:
     raise errors.ConfigError('config.input_pipeline=tfdata needs TensorFlow, which is not '
                              'installed here; use input_pipeline=device (or auto)') from None
-  train_prep = pipeline.Preprocess(plan.input_shape, tuple(mean), tuple(std), config.resize_mode,
-                                   config.augment, config.crop_padding)
   eval_prep = dataclasses.replace(train_prep, augment='none')
   where = {'process_index': jax.process_index(), 'process_count': jax.process_count()}
 
   def train(start_step, num_steps):
-    for batch in pipeline.train_batches(dataset.train, train_prep, global_batch=plan.batch_size,
-                                        seed=config.seed, start_step=start_step,
-                                        num_steps=num_steps, **where):
+    for batch in tfdata_pipeline.train_batches(dataset.train, train_prep,
+                                               global_batch=plan.batch_size, seed=config.seed,
+                                               start_step=start_step, num_steps=num_steps,
+                                               **where):
       yield parallel.global_batch(batch, mesh)
 
   def evaluate():
-    for batch in pipeline.eval_batches(dataset.test, eval_prep,
-                                       global_batch=plan.eval_batch_size, **where):
+    for batch in tfdata_pipeline.eval_batches(dataset.test, eval_prep,
+                                              global_batch=plan.eval_batch_size, **where):
       yield parallel.global_batch(batch, mesh)
 
   return Inputs('tfdata', train, evaluate)

@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 from PIL import Image
 
-from cnn_zoo import errors, outputs
+from cnn_zoo import errors, outputs, run_files
 from cnn_zoo.data import images
 from cnn_zoo.errors import DataError
 
@@ -72,7 +72,7 @@ def pack(npz_path: str, out_path: str, quality: int = 75, overwrite: bool = Fals
     stats['pixels'] += pictures.size
     stats['images'] += len(pictures)
   out['shape'] = np.asarray(data['x_train'].shape[1:], np.int64)
-  outputs.write_file(out_path, lambda f: np.savez(f, **out), '--packed')  # JPEGs compress no more
+  run_files.write_file(out_path, lambda f: np.savez(f, **out), '--packed')  # JPEGs compress no more
   size = sum(out[f'{split}_bytes'].nbytes for split in SPLITS)
   return {'images': stats['images'], 'jpeg_bytes': size,
           'bytes_per_image': size / stats['images'],
@@ -102,4 +102,4 @@ def unpack_to_npz(packed_path: str, npz_path: str, overwrite: bool = False) -> N
   """Decodes a packed file into an npz that `--config.dataset=npz:PATH` reads."""
   _check_output(packed_path, npz_path, '--npz', overwrite)
   arrays = unpack(packed_path)
-  outputs.write_file(npz_path, lambda f: np.savez(f, **arrays), '--npz')  # a cut unpack: no npz
+  run_files.write_file(npz_path, lambda f: np.savez(f, **arrays), '--npz')  # a cut unpack: no npz

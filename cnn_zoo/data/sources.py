@@ -269,14 +269,19 @@ def _load_folder(path: str, image_size: int | None, num_classes: int | None = No
   _check_class_folders(path, test_split, num_classes)
   classes = sorted(c for c in os.listdir(os.path.join(path, 'train'))
                    if os.path.isdir(os.path.join(path, 'train', c)))
-  return Dataset(f'folder:{path}', _read_folder_split(path, 'train', classes, image_size),
-                 _read_folder_split(path, test_split, classes, image_size), len(classes))
+  train, test = (_read_folder_split(path, split, classes, image_size)
+                 for split in ('train', test_split))
+  if train.images.shape[-1] != test.images.shape[-1]:  # one split grey, the other RGB
+    from cnn_zoo.data import images  # pylint: disable=g-import-not-at-top
+    train, test = (Split(images.to_channels(s.images, 3), s.labels) for s in (train, test))
+  return Dataset(f'folder:{path}', train, test, len(classes))
 
 
 def _read_folder_split(path: str, split: str, classes: list[str], image_size: int | None) -> Split:
   """The images of PATH/split/<class>/ (sorted by class, then file name), decoded one at a time by
   `images.decode` (PNG and JPEG only; resized to image_size as it is decoded, if given): grey when
-  every image is grey, RGB otherwise."""
+  every image is grey, RGB otherwise (`images.to_channels`; the dataset is RGB when either split
+  is)."""
   from cnn_zoo.data import images  # pylint: disable=g-import-not-at-top  (Pillow: folders only)
   files, labels = [], []
   for label, name in enumerate(classes):
@@ -295,6 +300,6 @@ def _read_folder_split(path: str, split: str, classes: list[str], image_size: in
     (h0, w0), (h1, w1) = sizes[0], sizes[-1]
     raise DataError(f'{path}/{split}: images of different sizes (({w0}, {h0}) and ({w1}, {h1})); '
                     f'give image_size to resize them')
-  rgb = any(x.shape[-1] == 3 for x in decoded)
-  arrays = np.stack([np.repeat(x, 3, axis=-1) if rgb and x.shape[-1] == 1 else x for x in decoded])
+  channels = 3 if any(x.shape[-1] == 3 for x in decoded) else 1
+  arrays = np.stack([images.to_channels(x, channels) for x in decoded])
   return Split(arrays, np.asarray(labels, np.int32))

@@ -18,12 +18,11 @@ and a fully connected head, as one module configured by its layer list.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from cnn_zoo.models import conv, initializers, pooling, registry
+from cnn_zoo.models import layers as layers_lib, pooling, registry
 
 # Each convolution as (features, kernel, stride, padding, max pool after it), the max pool as
 # (window, stride, padding) or None.
@@ -41,22 +40,19 @@ class AlexNet(nn.Module):
   """Convolutions with ReLU and max pools, an adaptive average pool, then dropout-Dense-ReLU
   for each hidden width and a final Dense."""
   num_classes: int
-  dtype: Any = jnp.float32
   convs: Sequence[tuple] = ALEXNET
   pool_size: int = 6  # of the adaptive average pool before the head
   hidden: Sequence[int] = (4096, 4096)
   dropout_rate: float = 0.5
-  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
+  layers: layers_lib.Layers = layers_lib.Layers('alexnet')  # what models.get builds: layers.py
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    init = initializers.rule('alexnet', self.weight_init)
-    x = x.astype(self.dtype)
+    layers = self.layers
+    x = x.astype(layers.dtype)
     for features, kernel, stride, padding, pool in self.convs:
-      x = conv.conv_module(self.conv_impl)(
-          features, (kernel, kernel), strides=stride, padding=((padding, padding),) * 2,
-          dtype=self.dtype, **init.conv(x.shape[-1], kernel))(x)
+      x = layers.conv_with_bias(features, kernel, x.shape[-1], strides=stride,
+                                padding=((padding, padding),) * 2)(x)
       x = nn.relu(x)
       if pool:
         x = pooling.max_pool(x, *pool)
@@ -64,8 +60,8 @@ class AlexNet(nn.Module):
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      x = nn.relu(nn.Dense(width, dtype=self.dtype, **init.dense(x.shape[-1]))(x))
-    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
+      x = nn.relu(layers.dense(width, x.shape[-1])(x))
+    return layers.dense(self.num_classes, x.shape[-1])(x)
 
 
 # At 32x32 the CIFAR variants end on a 1x1 map, so their 1x1 adaptive pool is the identity.

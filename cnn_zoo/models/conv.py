@@ -1,4 +1,4 @@
-"""Convolution implementations a model computes with: every family's `conv_impl` field.
+"""Convolution implementations a model computes with: its `layers.conv_impl` (models/layers.py).
 
 Models are written with `flax.linen.Conv`, which computes with `lax.conv_general_dilated`. On CPU,
 XLA lowers the gradients of that op badly: the weight gradient needs the activations transposed to
@@ -6,8 +6,9 @@ a batch-minor layout, XLA fuses (and so recomputes) the whole elementwise chain 
 into that strided transpose, and convolutions on tiny feature maps (VGG's 2x2) fall off its fast
 path. `im2col_conv` computes the same convolution as one matrix multiply over the stacked shifted
 windows, so that forward and both gradients are plain GEMMs. GPU and TPU keep XLA's native
-convolution. The choice is part of the model (`models.get(name, conv_impl=...)`; runs take
-config.conv_impl), so `module.apply` anywhere computes what training computes.
+convolution. The choice is part of the model (`models.get(name, conv_impl=...)` builds it into
+the model's `Layers`; runs take config.conv_impl), so `module.apply` anywhere computes what
+training computes.
 
 `im2col_bf16` is im2col with its three GEMMs (forward, input and weight gradients) in bfloat16 with
 float32 accumulation, for CPUs whose bfloat16 units (AVX-512-BF16, AMX) multiply several times
@@ -142,8 +143,8 @@ def resolve(conv_impl: str, platform: str | None = None) -> str:
 
 
 def conv_module(conv_impl: str):
-  """`nn.Conv`, computing with `conv_impl` as resolved for JAX's default backend when the layer is called. The
-  layer's class, name and parameters are nn.Conv's either way."""
+  """`nn.Conv`, computing with `conv_impl` as resolved for JAX's default backend (`Layers.conv`
+  calls this once per model). The layer's class, name and parameters are nn.Conv's either way."""
   impl = resolve(conv_impl)
   if impl == 'im2col':
     return functools.partial(nn.Conv, conv_general_dilated=im2col_conv)

@@ -17,7 +17,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
+from cnn_zoo.models import layers as layers_lib, norm, pooling, registry
 from cnn_zoo.models import remat as remat_lib
 
 # A block's features are kept as the list of the pieces it concatenates (its input, then each
@@ -90,21 +90,16 @@ class DenseLayer(nn.Module):
   concatenation of a block's pieces; returns the `growth_rate` new channels. Called as
   `layer((pieces, piece_moments), train)`."""
   growth_rate: int
+  layers: layers_lib.Layers
   bn_size: int = 4
-  dtype: Any = jnp.float32
-  weight_init: str = 'paper'
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
-  init_rule: str = 'densenet'  # the initializers.PAPER rule: 'densenet_cifar' under the CIFAR stem
 
   @nn.compact
   def __call__(self, features, train: bool = False):
     pieces, piece_moments = features
-    conv = functools.partial(
-        conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
-        kernel_init=initializers.rule(self.init_rule, self.weight_init).conv_kernel)
-    x = SharedStatsBatchNorm(self.dtype, name='BatchNorm_0')(pieces, piece_moments, train)
+    conv, dtype = self.layers.conv, self.layers.dtype
+    x = SharedStatsBatchNorm(dtype, name='BatchNorm_0')(pieces, piece_moments, train)
     y = conv(self.bn_size * self.growth_rate, (1, 1), name='Conv_0')(x)
-    y = nn.relu(norm.batch_norm(train, self.dtype, name='BatchNorm_1')(y))
+    y = nn.relu(self.layers.norm(train)(name='BatchNorm_1')(y))
     return conv(self.growth_rate, (3, 3), padding=((1, 1), (1, 1)), name='Conv_1')(y)
 
 
@@ -113,32 +108,27 @@ class DenseNet(nn.Module):
   2x2/2 average pool), final BN - ReLU, global average pool, Dense. `stem` is 'imagenet' (7x7/2
   conv, BN, ReLU, 3x3/2 max pool) or 'cifar' (3x3 conv)."""
   num_classes: int
-  dtype: Any = jnp.float32
   block_sizes: Sequence[int] = (6, 12, 24, 16)
   growth_rate: int = 32
   bn_size: int = 4
   compression: float = 0.5
   init_features: int = 64
   stem: str = 'imagenet'
-  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
   remat: str = 'none'  # what the dense layers keep for the backward pass: see cnn_zoo.models.remat
+  # What models.get builds (layers.py); the CIFAR stem gets its reference's 'densenet_cifar' rule.
+  layers: layers_lib.Layers = layers_lib.Layers('densenet')
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    # The CIFAR DenseNet-BC starts as its reference code does, the ImageNet ones as torchvision's.
-    init_rule = 'densenet_cifar' if self.stem == 'cifar' else 'densenet'
-    init = initializers.rule(init_rule, self.weight_init)
-    conv = functools.partial(conv_lib.conv_module(self.conv_impl), use_bias=False, dtype=self.dtype,
-                             kernel_init=init.conv_kernel)
+    layers, conv = self.layers, self.layers.conv
     layer = remat_lib.block(DenseLayer, self.remat)
     # BatchNorms are named as nn.BatchNorm's would be numbered here: 'BatchNorm_0' is the
     # ImageNet stem's, then one per transition and the last.
     bn_names = (f'BatchNorm_{i}' for i in range(len(self.block_sizes) + 1))
-    x = x.astype(self.dtype)
+    x = x.astype(layers.dtype)
     if self.stem == 'imagenet':
       x = conv(self.init_features, (7, 7), strides=2, padding=((3, 3), (3, 3)))(x)
-      x = norm.batch_norm(train, self.dtype, name=next(bn_names))(x)
+      x = layers.norm(train)(name=next(bn_names))(x)
       x = pooling.max_pool(nn.relu(x), 3, 2, 1)
     elif self.stem == 'cifar':
       x = conv(self.init_features, (3, 3), padding=((1, 1), (1, 1)))(x)
@@ -149,18 +139,16 @@ class DenseNet(nn.Module):
       pieces, stats = [x], [piece_moments(x)]
       for _ in range(size):
         pieces = list(accumulate_here(tuple(pieces)))
-        dense_layer = layer(self.growth_rate, self.bn_size, dtype=self.dtype,
-                            weight_init=self.weight_init, conv_impl=self.conv_impl,
-                            init_rule=init_rule)
+        dense_layer = layer(self.growth_rate, layers, self.bn_size)
         y = dense_layer((tuple(pieces), tuple(stats)), train)
         pieces.append(y)
         stats.append(piece_moments(y))
-      x = SharedStatsBatchNorm(self.dtype, name=next(bn_names))(pieces, stats, train)
+      x = SharedStatsBatchNorm(layers.dtype, name=next(bn_names))(pieces, stats, train)
       if i < len(self.block_sizes) - 1:
         x = conv(int(x.shape[-1] * self.compression), (1, 1))(x)
         x = pooling.avg_pool(x, 2, 2)
     x = pooling.global_avg_pool(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
+    return layers.dense(self.num_classes, x.shape[-1])(x)
 
 
 for _depth, _sizes in {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}.items():

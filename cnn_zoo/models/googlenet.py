@@ -17,12 +17,11 @@
 """
 
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
+from cnn_zoo.models import layers as layers_lib, pooling, registry
 from cnn_zoo.models import remat as remat_lib
 
 # Inception blocks: (1x1, 3x3 reduce, 3x3, '5x5' reduce, '5x5', pool projection) widths.
@@ -39,34 +38,27 @@ class BasicConv(nn.Module):
   """torchvision's BasicConv2d: bias-free conv, BatchNorm (eps 1e-3), ReLU."""
   features: int
   kernel: int
+  layers: layers_lib.Layers
   stride: int = 1
   padding: int = 0
-  dtype: Any = jnp.float32
-  weight_init: str = 'paper'
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = conv_lib.conv_module(self.conv_impl)(
-        self.features, (self.kernel, self.kernel), strides=self.stride,
-        padding=((self.padding, self.padding),) * 2, use_bias=False, dtype=self.dtype,
-        kernel_init=initializers.rule('googlenet', self.weight_init).conv_kernel)(x)
-    x = norm.batch_norm(train, self.dtype, epsilon=1e-3)(x)  # torchvision's GoogLeNet
+    x = self.layers.conv(self.features, (self.kernel, self.kernel), strides=self.stride,
+                         padding=((self.padding, self.padding),) * 2)(x)
+    x = self.layers.norm(train)(epsilon=1e-3)(x)  # torchvision's GoogLeNet
     return nn.relu(x)
 
 
 class Inception(nn.Module):
   """Four parallel branches, concatenated: 1x1; 1x1-3x3; 1x1-3x3 (the '5x5'); 3x3 max pool-1x1."""
   widths: tuple[int, int, int, int, int, int]
-  dtype: Any = jnp.float32
-  weight_init: str = 'paper'
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
+  layers: layers_lib.Layers
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     b1, b2_reduce, b2, b3_reduce, b3, b4 = self.widths
-    conv = functools.partial(BasicConv, dtype=self.dtype, weight_init=self.weight_init,
-                             conv_impl=self.conv_impl)
+    conv = functools.partial(BasicConv, layers=self.layers)
     branch1 = conv(b1, 1)(x, train)
     branch2 = conv(b2, 3, padding=1)(conv(b2_reduce, 1)(x, train), train)
     branch3 = conv(b3, 3, padding=1)(conv(b3_reduce, 1)(x, train), train)
@@ -77,44 +69,36 @@ class Inception(nn.Module):
 class InceptionAux(nn.Module):
   """torchvision's auxiliary classifier."""
   num_classes: int
-  dtype: Any = jnp.float32
+  layers: layers_lib.Layers
   dropout_rate: float = 0.7
-  weight_init: str = 'paper'
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    init = initializers.rule('googlenet', self.weight_init)
     x = pooling.adaptive_avg_pool(x, 4)
-    x = BasicConv(128, 1, dtype=self.dtype, weight_init=self.weight_init,
-                  conv_impl=self.conv_impl)(x, train)
+    x = BasicConv(128, 1, self.layers)(x, train)
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(1024, dtype=self.dtype, **init.dense(x.shape[-1]))(x))
+    x = nn.relu(self.layers.dense(1024, x.shape[-1])(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
+    return self.layers.dense(self.num_classes, x.shape[-1])(x)
 
 
 class GoogLeNet(nn.Module):
   """GoogLeNet; `stem` is 'imagenet' (7x7/2 conv, pools, 1x1 and 3x3 convs) or 'cifar' (one
   3x3 conv)."""
   num_classes: int
-  dtype: Any = jnp.float32
   stem: str = 'imagenet'
   aux_logits: bool = False
   dropout_rate: float = 0.2
-  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
   remat: str = 'none'  # what the blocks keep for the backward pass: see cnn_zoo.models.remat
+  layers: layers_lib.Layers = layers_lib.Layers('googlenet')  # what models.get builds: layers.py
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(BasicConv, dtype=self.dtype, weight_init=self.weight_init,
-                             conv_impl=self.conv_impl)
+    layers = self.layers
+    conv = functools.partial(BasicConv, layers=layers)
     inception_block = remat_lib.block(Inception, self.remat)
-    inception = lambda name: inception_block(INCEPTION[name], dtype=self.dtype,
-                                             weight_init=self.weight_init, conv_impl=self.conv_impl,
-                                       name=f'inception{name}')
-    x = x.astype(self.dtype)
+    inception = lambda name: inception_block(INCEPTION[name], layers, name=f'inception{name}')
+    x = x.astype(layers.dtype)
     if self.stem == 'imagenet':
       x = conv(64, 7, stride=2, padding=3)(x, train)
       x = pooling.max_pool(x, 3, 2, ceil_mode=True)
@@ -131,8 +115,7 @@ class GoogLeNet(nn.Module):
     aux = []
     for name in ('4a', '4b', '4c', '4d', '4e'):
       if name in ('4b', '4e') and self.aux_logits and (train or self.is_initializing()):
-        aux.append(InceptionAux(self.num_classes, dtype=self.dtype, weight_init=self.weight_init,
-                                conv_impl=self.conv_impl, name=f'aux{len(aux) + 1}')(x, train))
+        aux.append(InceptionAux(self.num_classes, layers, name=f'aux{len(aux) + 1}')(x, train))
       x = inception(name)(x, train)
     if aux:
       self.sow('intermediates', 'aux_logits', tuple(aux))
@@ -141,8 +124,7 @@ class GoogLeNet(nn.Module):
     x = inception('5b')(x, train)
     x = pooling.global_avg_pool(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype,
-                    **initializers.rule('googlenet', self.weight_init).dense(x.shape[-1]))(x)
+    return layers.dense(self.num_classes, x.shape[-1])(x)
 
 
 registry.register('googlenet', GoogLeNet, input_shape=(224, 224, 3), min_input_size=15,

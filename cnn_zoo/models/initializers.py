@@ -73,21 +73,12 @@ HE_NORMAL_FAN_IN = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-  """How one family initialises its convolutions and Linear layers. Biases are built per layer
-  from its fan-in (PyTorch's default bias depends on it)."""
+  """How one family initialises its convolutions and Linear layers (`layers.Layers` applies it).
+  Biases are built per layer from its fan-in (PyTorch's default bias depends on it)."""
   conv_kernel: Initializer
   conv_bias: Callable[[int], Initializer]
   dense_kernel: Initializer
   dense_bias: Callable[[int], Initializer]
-
-  def conv(self, in_features: int, kernel_size: int) -> dict:
-    """`nn.Conv` keyword arguments for a kernel_size x kernel_size conv over `in_features`."""
-    return {'kernel_init': self.conv_kernel,
-            'bias_init': self.conv_bias(in_features * kernel_size * kernel_size)}
-
-  def dense(self, in_features: int) -> dict:
-    """`nn.Dense` keyword arguments for a layer over `in_features`."""
-    return {'kernel_init': self.dense_kernel, 'bias_init': self.dense_bias(in_features)}
 
 
 FLAX = Rule(nn.initializers.lecun_normal(), zeros_bias, nn.initializers.lecun_normal(), zeros_bias)
@@ -104,6 +95,12 @@ PAPER = {
     'googlenet': Rule(truncated_normal(0.01, -2.0, 2.0), zeros_bias,
                       truncated_normal(0.01, -2.0, 2.0), torch_default_bias),
 }
+
+
+def paper_rule(family: str, stem: str | None = None) -> str:
+  """The PAPER rule of a model of `family` whose stem is `stem`: the CIFAR ResNets and DenseNet-BC
+  have their own references' ('resnet_cifar', 'densenet_cifar'), every other model its family's."""
+  return f'{family}_cifar' if stem == 'cifar' and f'{family}_cifar' in PAPER else family
 
 
 def rule(family: str, weight_init: str) -> Rule:

@@ -1,12 +1,12 @@
 """LeNet-5 (LeCun et al. 1998): conv 6@5x5, pool, conv 16@5x5, pool, fully connected, on 32x32x1."""
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import conv, initializers, pooling, registry
+from cnn_zoo.models import layers as layers_lib, pooling, registry
 
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh, 'sigmoid': nn.sigmoid}
 POOLS = {'max': pooling.max_pool, 'avg': pooling.avg_pool}
@@ -18,24 +18,20 @@ class LeNet5(nn.Module):
   hidden: Sequence[int] = (120, 84)
   activation: str = 'relu'
   pool: str = 'max'
-  dtype: Any = jnp.float32
-  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
+  layers: layers_lib.Layers = layers_lib.Layers('lenet')  # what models.get builds: see layers.py
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # no BatchNorm, no dropout
-    act, pool = ACTIVATIONS[self.activation], POOLS[self.pool]
-    init = initializers.rule('lenet', self.weight_init)
-    x = x.astype(self.dtype)
+    act, pool, layers = ACTIVATIONS[self.activation], POOLS[self.pool], self.layers
+    x = x.astype(layers.dtype)
     for features in (6, 16):
-      x = conv.conv_module(self.conv_impl)(features, (5, 5), padding='VALID', dtype=self.dtype,
-                  **init.conv(x.shape[-1], 5))(x)
+      x = layers.conv_with_bias(features, 5, x.shape[-1], padding='VALID')(x)
       x = pool(act(x), 2, 2)
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
-      x = act(nn.Dense(width, dtype=self.dtype, **init.dense(x.shape[-1]))(x))
-    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
+      x = act(layers.dense(width, x.shape[-1])(x))
+    return layers.dense(self.num_classes, x.shape[-1])(x)
 
 
 registry.register('lenet5', LeNet5, input_shape=(32, 32, 1), min_input_size=32,

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 MOMENTUM = 0.9
 EPSILON = 1e-5
 
-# Which BatchNorm `batch_norm` builds: 'vjp' (the class below) or 'flax' (nn.BatchNorm). Read when
-# a model is traced; kept to compare the two.
-IMPL = 'vjp'
+# Which BatchNorm `batch_norm` builds: 'vjp' (the class below) or 'flax' (nn.BatchNorm), a model's
+# `layers.norm_impl`; flax's is kept to compare the two.
+NORM_IMPLS = ('vjp', 'flax')
 
 
 def batch_stats(x32, axes=(0, 1, 2)):
@@ -118,8 +118,12 @@ class BatchNorm(nn.BatchNorm):
     return y
 
 
-def batch_norm(train: bool, dtype, epsilon: float = EPSILON, **kwargs) -> nn.BatchNorm:
-  """A BatchNorm layer for train or eval mode; kwargs (name, scale_init) go to the module."""
-  module = BatchNorm if IMPL == 'vjp' else nn.BatchNorm
+def batch_norm(train: bool, dtype, epsilon: float = EPSILON, impl: str = 'vjp',
+               **kwargs) -> nn.BatchNorm:
+  """A BatchNorm layer for train or eval mode, `impl` one of NORM_IMPLS; kwargs (name,
+  scale_init) go to the module."""
+  if impl not in NORM_IMPLS:
+    raise ValueError(f'norm_impl={impl!r} is not valid; valid choices: {", ".join(NORM_IMPLS)}')
+  module = BatchNorm if impl == 'vjp' else nn.BatchNorm
   return module(use_running_average=not train, momentum=MOMENTUM, epsilon=epsilon,
                 dtype=dtype, **kwargs)

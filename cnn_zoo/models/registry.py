@@ -9,13 +9,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_zoo import errors
+from cnn_zoo.models import initializers, layers as layers_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """What the rest of cnn_zoo knows about a registered model."""
   name: str
-  constructor: Callable[..., nn.Module]  # called with num_classes=, dtype=, **overrides
+  constructor: Callable[..., nn.Module]  # called with num_classes=, layers=, **overrides
   input_shape: tuple[int, int, int]  # canonical (H, W, C)
   min_input_size: int  # smallest H (= W) the architecture accepts
   num_classes: int  # default number of classes
@@ -63,12 +64,17 @@ def suggest(name) -> str:
   return f'{closest}`{LIST_COMMAND}` lists all {len(names())} models'
 
 
-def get(name: str, num_classes: int | None = None, dtype: Any = jnp.float32,
+def get(name: str, num_classes: int | None = None, dtype: Any = jnp.float32, *,
+        conv_impl: str = 'auto', weight_init: str = 'paper', norm_impl: str = 'vjp',
         **overrides) -> nn.Module:
-  """Builds the linen Module of `name`, called as `module.apply(variables, x, train=...)`."""
+  """Builds the linen Module of `name`, called as `module.apply(variables, x, train=...)`, with
+  the one `layers.Layers` that its convolutions, BatchNorms and Linear layers are made of;
+  `overrides` are the constructor's other arguments (config.model_kwargs, remat)."""
   s = spec(name)
-  return s.constructor(num_classes=num_classes or s.num_classes,
-                       dtype=jnp.dtype(dtype), **overrides)
+  module = s.constructor(num_classes=num_classes or s.num_classes, **overrides)
+  # The CIFAR stems start as their own references do: the stem, an override too, picks the rule.
+  rule = initializers.paper_rule(s.family, getattr(module, 'stem', None))
+  return module.clone(layers=layers_lib.Layers(rule, weight_init, conv_impl, dtype, norm_impl))
 
 
 def input_shape(name: str) -> tuple[int, int, int]:

@@ -11,25 +11,23 @@
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_zoo.models import conv as conv_lib, initializers, norm, pooling, registry
+from cnn_zoo.models import layers as layers_lib, pooling, registry
 from cnn_zoo.models import remat as remat_lib
 
 
 class ResidualBlock(nn.Module):
-  """What both block kinds take (their layers: `_block_layers`)."""
+  """What both block kinds take: their convolutions are `layers.conv` (bias-free), their
+  BatchNorms `layers.norm`."""
   features: int
+  layers: layers_lib.Layers
   stride: int = 1
   shortcut: str = 'projection'  # or 'zero_pad' (option A)
-  dtype: Any = jnp.float32
-  weight_init: str = 'paper'
   zero_init_last_bn: bool = False
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
-  init_rule: str = 'resnet'  # the initializers.PAPER rule: 'resnet_cifar' under the CIFAR stem
 
 
 class BasicBlock(ResidualBlock):
@@ -37,7 +35,7 @@ class BasicBlock(ResidualBlock):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, bn = _block_layers(self, train)
+    conv, bn = self.layers.conv, self.layers.norm(train)
     y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(x)
     y = nn.relu(bn()(y))
     y = conv(self.features, (3, 3), padding=((1, 1), (1, 1)))(y)
@@ -51,21 +49,12 @@ class Bottleneck(ResidualBlock):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, bn = _block_layers(self, train)
+    conv, bn = self.layers.conv, self.layers.norm(train)
     y = nn.relu(bn()(conv(self.features, (1, 1))(x)))
     y = conv(self.features, (3, 3), strides=self.stride, padding=((1, 1), (1, 1)))(y)
     y = nn.relu(bn()(y))
     y = bn(scale_init=_last_bn_scale(self))(conv(self.features * 4, (1, 1))(y))
     return nn.relu(y + _shortcut(self, x, self.features * 4, train))
-
-
-def _block_layers(block: ResidualBlock, train: bool):
-  """A block's bias-free convolution (He init, the block's conv_impl) and BatchNorm. A function,
-  not a method: module methods are intercepted like layers (summaries, shape checks)."""
-  conv = functools.partial(
-      conv_lib.conv_module(block.conv_impl), use_bias=False, dtype=block.dtype,
-      kernel_init=initializers.rule(block.init_rule, block.weight_init).conv_kernel)
-  return conv, functools.partial(norm.batch_norm, train, block.dtype)
 
 
 def _last_bn_scale(block: nn.Module):
@@ -83,11 +72,8 @@ def _shortcut(block: nn.Module, x, features: int, train: bool):
     x = x[:, ::block.stride, ::block.stride, :]
     extra = features - x.shape[-1]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
-  x = conv_lib.conv_module(block.conv_impl)(
-      features, (1, 1), strides=block.stride, use_bias=False, dtype=block.dtype,
-      kernel_init=initializers.rule(block.init_rule, block.weight_init).conv_kernel,
-      name='downsample_conv')(x)
-  return norm.batch_norm(train, block.dtype, name='downsample_bn')(x)
+  x = block.layers.conv(features, (1, 1), strides=block.stride, name='downsample_conv')(x)
+  return block.layers.norm(train)(name='downsample_bn')(x)
 
 
 class ResNet(nn.Module):
@@ -95,45 +81,39 @@ class ResNet(nn.Module):
   global average pool, Dense. `stem` is 'imagenet' (7x7/2 conv, 3x3/2 max pool) or 'cifar' (3x3
   conv)."""
   num_classes: int
-  dtype: Any = jnp.float32
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   block: Callable[..., nn.Module] = BasicBlock
   widths: Sequence[int] = (64, 128, 256, 512)
   stem: str = 'imagenet'
   shortcut: str = 'projection'
-  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
   zero_init_last_bn: bool = False  # torchvision's zero_init_residual
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
   remat: str = 'none'  # what the blocks keep for the backward pass: see cnn_zoo.models.remat
+  # What models.get builds (layers.py); it gives the CIFAR stem its reference's 'resnet_cifar' rule.
+  layers: layers_lib.Layers = layers_lib.Layers('resnet')
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    # The CIFAR ResNets start as their PyTorch reference does, the ImageNet ones as torchvision's.
-    init_rule = 'resnet_cifar' if self.stem == 'cifar' else 'resnet'
-    init = initializers.rule(init_rule, self.weight_init)
+    layers = self.layers
     block = remat_lib.block(self.block, self.remat)
-    conv = functools.partial(conv_lib.conv_module(self.conv_impl), self.widths[0], use_bias=False,
-                             dtype=self.dtype, kernel_init=init.conv_kernel)
-    x = x.astype(self.dtype)
+    conv = functools.partial(layers.conv, self.widths[0])
+    x = x.astype(layers.dtype)
     if self.stem == 'imagenet':
       x = conv((7, 7), strides=2, padding=((3, 3), (3, 3)))(x)
     elif self.stem == 'cifar':
       x = conv((3, 3), padding=((1, 1), (1, 1)))(x)
     else:
       raise ValueError(f"unknown stem {self.stem!r}; valid choices: 'imagenet', 'cifar'")
-    x = norm.batch_norm(train, self.dtype)(x)
+    x = layers.norm(train)()(x)
     x = nn.relu(x)
     if self.stem == 'imagenet':
       x = pooling.max_pool(x, 3, 2, 1)
     for i, (size, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(size):
         stride = 2 if i > 0 and j == 0 else 1
-        x = block(width, stride=stride, shortcut=self.shortcut, dtype=self.dtype,
-                       weight_init=self.weight_init,
-                       zero_init_last_bn=self.zero_init_last_bn,
-                       conv_impl=self.conv_impl, init_rule=init_rule)(x, train)
+        x = block(width, layers, stride=stride, shortcut=self.shortcut,
+                  zero_init_last_bn=self.zero_init_last_bn)(x, train)
     x = pooling.global_avg_pool(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
+    return layers.dense(self.num_classes, x.shape[-1])(x)
 
 
 _IMAGENET = {18: ((2, 2, 2, 2), BasicBlock), 34: ((3, 4, 6, 3), BasicBlock),

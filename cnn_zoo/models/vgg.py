@@ -10,12 +10,11 @@
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from cnn_zoo.models import conv, initializers, norm, pooling, registry
+from cnn_zoo.models import layers as layers_lib, pooling, registry
 
 # Conv widths per depth, 'M' a 2x2/2 max pool.
 CONFIGS = {
@@ -31,34 +30,31 @@ class VGG(nn.Module):
   """The conv stack of CONFIGS[depth], an adaptive average pool, then Dense-ReLU-dropout for each
   hidden width and a final Dense."""
   num_classes: int
-  dtype: Any = jnp.float32
   depth: int = 16
   batch_norm: bool = False
   pool_size: int = 7  # of the adaptive average pool before the head
   hidden: Sequence[int] = (4096, 4096)
   dropout_rate: float = 0.5
-  weight_init: str = 'paper'  # see cnn_zoo.models.initializers
-  conv_impl: str = 'auto'  # how convolutions compute: see cnn_zoo.models.conv
+  layers: layers_lib.Layers = layers_lib.Layers('vgg')  # what models.get builds: see layers.py
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    init = initializers.rule('vgg', self.weight_init)
-    x = x.astype(self.dtype)
+    layers = self.layers
+    x = x.astype(layers.dtype)
     for width in CONFIGS[self.depth]:
       if width == 'M':
         x = pooling.max_pool(x, 2, 2)
         continue
-      x = conv.conv_module(self.conv_impl)(width, (3, 3), padding=((1, 1), (1, 1)),
-                                           dtype=self.dtype, **init.conv(x.shape[-1], 3))(x)
+      x = layers.conv_with_bias(width, 3, x.shape[-1], padding=((1, 1), (1, 1)))(x)
       if self.batch_norm:
-        x = norm.batch_norm(train, self.dtype)(x)
+        x = layers.norm(train)()(x)
       x = nn.relu(x)
     x = pooling.adaptive_avg_pool(x, self.pool_size)
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
-      x = nn.relu(nn.Dense(width, dtype=self.dtype, **init.dense(x.shape[-1]))(x))
+      x = nn.relu(layers.dense(width, x.shape[-1])(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, **init.dense(x.shape[-1]))(x)
+    return layers.dense(self.num_classes, x.shape[-1])(x)
 
 
 for _depth in CONFIGS:

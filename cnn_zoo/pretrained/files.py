@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from cnn_zoo import errors
+from cnn_zoo import errors, run_files
 
 FORMATS = ('.pth', '.pt', '.safetensors', '.npz')
 TORCH_INSTALL = 'pip install torch==2.13.0'
@@ -66,16 +66,15 @@ def write(state: Mapping[str, np.ndarray], path: str) -> None:
   """Writes a state dict of numpy arrays as .npz, .safetensors or (with PyTorch) .pth/.pt."""
   ext = _format(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp'
   if ext == '.npz':
-    with open(tmp, 'wb') as f:
-      np.savez(f, **state)
+    fill = lambda f: np.savez(f, **state)
   elif ext == '.safetensors':
-    _write_safetensors(state, tmp)
+    fill = lambda f: _write_safetensors(state, f)
   else:
     torch = _torch(path)
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, tmp)
-  os.replace(tmp, path)
+    fill = lambda f: torch.save({k: torch.from_numpy(np.ascontiguousarray(v))
+                                 for k, v in state.items()}, f)
+  run_files.write_file(path, fill)
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
@@ -161,7 +160,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
   return {name: state[name] for name in header if name in state}  # the file's order
 
 
-def _write_safetensors(state: Mapping[str, np.ndarray], path: str) -> None:
+def _write_safetensors(state: Mapping[str, np.ndarray], f) -> None:
   names = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items() if v != 'bfloat16'}
   header, offset, arrays = {}, 0, []
   for key, value in state.items():
@@ -176,11 +175,10 @@ def _write_safetensors(state: Mapping[str, np.ndarray], path: str) -> None:
     arrays.append(little)
   text = json.dumps(header, separators=(',', ':')).encode()
   text += b' ' * (-len(text) % 8)  # the data starts 8-byte aligned
-  with open(path, 'wb') as f:
-    f.write(struct.pack('<Q', len(text)))
-    f.write(text)
-    for a in arrays:
-      f.write(a.tobytes())
+  f.write(struct.pack('<Q', len(text)))
+  f.write(text)
+  for a in arrays:
+    f.write(a.tobytes())
 
 
 def _torch(path: str):

@@ -17,6 +17,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from cnn_zoo import run_files
 from cnn_zoo.data import sources
 
 RESIZE, CROP = 256, 224
@@ -81,8 +82,8 @@ def photos(model: str, num_classes: int, size: int = CROP) -> Photos:
 
 
 # The file that marks a run directory as converted from torchvision (`cnn_zoo.train.converted`).
-CONVERTED = 'converted.json'
+CONVERTED = run_files.CONVERTED
 
 
 def is_converted(workdir: str) -> bool:
-  return os.path.isfile(os.path.join(workdir, CONVERTED))
+  return os.path.isfile(run_files.path(workdir, CONVERTED))

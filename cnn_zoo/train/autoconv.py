@@ -32,7 +32,7 @@ import jax
 import jaxlib
 import numpy as np
 
-from cnn_zoo import errors
+from cnn_zoo import errors, run_files
 from cnn_zoo.models import conv
 from cnn_zoo.models import conv_wgrad
 from cnn_zoo.train import build as build_lib
@@ -41,8 +41,8 @@ CANDIDATES = ('xla', 'im2col')  # every step's; `candidates` adds ffi_wgrad to t
 MODES = ('measure', 'fixed')
 KINDS = ('train', 'eval')
 WARMUP, ROUNDS = 2, 3  # steps per candidate before timing; timed steps, alternating candidates
-CACHE_FILE = 'conv_impl.json'
-WORKDIR_FILE = 'conv_impl.json'
+CACHE_FILE = run_files.CONV_IMPL  # the cache has the name of the run's record
+WORKDIR_FILE = run_files.CONV_IMPL
 # CPU flags that change which implementation wins (vector width, bfloat16 and matrix units).
 _FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'asimd', 'sve')
 
@@ -122,26 +122,17 @@ def step_key(config, plan: build_lib.Plan, kind: str) -> str:
 def _read_json(path: str) -> dict:
   """The JSON object in `path`; {} if there is none, with a warning if it is damaged."""
   try:
-    with open(path, encoding='utf-8') as f:
-      data = json.load(f)
-    if not isinstance(data, dict):
-      raise ValueError(f'a JSON {type(data).__name__}, not an object')
-    return data
-  except FileNotFoundError:
-    return {}
-  except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-    logging.warning('ignoring %s (%s: %s); measuring again and rewriting it', path,
-                    type(e).__name__, (str(e).splitlines() or [''])[0])
+    return run_files.read_object(path) or {}
+  except run_files.Unreadable as e:
+    logging.warning('ignoring %s (%s); measuring again and rewriting it', path, e.reason)
     return {}
 
 
 def _write_json(path: str, data: dict) -> None:
-  """Written whole and renamed, so that a reader never sees half a file."""
+  """Written whole and renamed, so that a reader never sees half a file (the cache: by any number
+  of processes at once)."""
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = f'{path}.{os.getpid()}.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  run_files.write_json(path, data, shared=True, sort_keys=True)
 
 
 def measure(config, plan: build_lib.Plan, kinds) -> dict:
@@ -225,7 +216,7 @@ def for_run(config, plan: build_lib.Plan, workdir: str, write: bool, resuming: b
   """The run's choice: the one WORKDIR/conv_impl.json recorded when the run began, else `choose`'s,
   recorded there (by the lead process: `write`). A run resumed from a version that kept no record
   computed with the fixed rule, and holds to it."""
-  path = os.path.join(workdir, WORKDIR_FILE)
+  path = run_files.path(workdir, WORKDIR_FILE)
   if config.conv_impl == 'auto':
     saved = _read_json(path)
     if saved.get('conv_impl') == 'auto' and all(
@@ -246,8 +237,9 @@ def for_run(config, plan: build_lib.Plan, workdir: str, write: bool, resuming: b
 def recorded_eval(workdir: str, conv_impl: str) -> str:
   """The eval implementation a run in `workdir` chose (a reader reloads with it); `conv_impl`
   if the run chose nothing, or chose it explicitly."""
-  if conv_impl != 'auto' or not os.path.exists(os.path.join(workdir, WORKDIR_FILE)):
+  path = run_files.path(workdir, WORKDIR_FILE)
+  if conv_impl != 'auto' or not os.path.exists(path):
     return conv_impl
-  saved = _read_json(os.path.join(workdir, WORKDIR_FILE))
+  saved = _read_json(path)
   impl = saved.get('conv_impl_eval')
   return impl if impl in conv.CONCRETE_IMPLS else conv_impl

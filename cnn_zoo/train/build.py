@@ -101,8 +101,8 @@ class Built:
   @property
   def conv_impls(self) -> tuple[str, str]:
     """The concrete convolution implementations of the train and the eval step."""
-    return (conv_lib.resolve(self.model.conv_impl),
-            conv_lib.resolve((self.eval_model or self.model).conv_impl))
+    return (conv_lib.resolve(self.model.layers.conv_impl),
+            conv_lib.resolve((self.eval_model or self.model).layers.conv_impl))
 
   @functools.cached_property
   def summary(self) -> summary_lib.Summary:

@@ -9,12 +9,12 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
-from cnn_zoo import errors
+from cnn_zoo import errors, run_files
 from cnn_zoo.outputs import storage_reason
 from cnn_zoo.train.state import TrainState
 
 # Where step directories that cannot be restored are moved, beside checkpoints/ (orbax ignores it).
-DAMAGED = 'checkpoints.damaged'
+DAMAGED = run_files.DAMAGED
 # The fallback inside the checkpoint directory when it is a mount point of its own (orbax ignores it).
 DAMAGED_INSIDE = 'damaged'
 # Orbax writes this file into every step directory it finishes (orbax-checkpoint >= 0.5).
@@ -51,7 +51,7 @@ def _shapes(tree, parts) -> dict:
 
 def exists(workdir: str) -> bool:
   """Whether WORKDIR/checkpoints holds a finished step (a run to resume), without opening orbax."""
-  directory = os.path.join(workdir, 'checkpoints')
+  directory = run_files.path(workdir, run_files.CHECKPOINTS)
   return os.path.isdir(directory) and any(
       d.isdigit() and os.path.exists(os.path.join(directory, d, _FINISHED_MARK))
       for d in os.listdir(directory))
@@ -68,7 +68,7 @@ class Checkpoints:
 
   def __init__(self, workdir: str, keep: int = 3, move_damaged: bool = True):
     self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, 'checkpoints')
+    self.directory = run_files.path(self.workdir, run_files.CHECKPOINTS)
     self._keep = keep
     self._move_damaged = move_damaged  # process 0 only: the directory is shared
     # A step directory orbax never finished (empty, or an interrupted copy) would make it misread
@@ -94,7 +94,8 @@ class Checkpoints:
     """Where unreadable steps go: beside the real checkpoint directory (checkpoints/ may be a link
     to another disk; a rename cannot cross file systems), or inside it if it is a mount point."""
     real = os.path.realpath(self.directory)
-    beside = real + DAMAGED.removeprefix('checkpoints')  # WORKDIR/checkpoints.damaged unless linked
+    # WORKDIR/checkpoints.damaged unless checkpoints/ is a link
+    beside = real + DAMAGED.removeprefix(run_files.CHECKPOINTS)
     try:
       if os.stat(os.path.dirname(real)).st_dev != os.stat(real).st_dev:
         return os.path.join(real, DAMAGED_INSIDE)

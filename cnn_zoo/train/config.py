@@ -145,8 +145,7 @@ def _check_model_kwargs(config):
   """Refuses constructor overrides that the model does not take."""
   module = models.get(config.model)
   taken = sorted(f.name for f in dataclasses.fields(module)
-                 if f.init and f.name not in ('parent', 'name', 'num_classes', 'dtype',
-                                              'weight_init', 'conv_impl', 'remat'))
+                 if f.init and f.name not in ('parent', 'name', 'num_classes', 'layers', 'remat'))
   unknown = sorted(set(config.model_kwargs.keys()) - set(taken))
   if unknown:
     raise errors.ConfigError(f'config.model_kwargs {", ".join(unknown)} is not an argument of model '

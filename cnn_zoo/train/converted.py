@@ -12,7 +12,6 @@
 """
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -21,7 +20,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from cnn_zoo import errors
+from cnn_zoo import errors, run_files
+from cnn_zoo.data import run_data
 from cnn_zoo.pretrained import convert as convert_lib
 from cnn_zoo.pretrained import files, imagenet, layout
 from cnn_zoo.train import build as build_lib
@@ -74,7 +74,7 @@ def convert(model: str, torchvision_path: str, workdir: str, overwrite: bool = F
   lock = workdir_lib.Lock(workdir)
   try:
     workdir_lib.saved_config(workdir)  # another tool's directory is never replaced
-    holds = [f for f in workdir_lib.RUN_FILES + (imagenet.CONVERTED,)
+    holds = [f for f in run_files.RUN_FILES + (run_files.CONVERTED,)
              if os.path.exists(os.path.join(workdir, f))]
     if holds and not overwrite:
       raise errors.WorkdirError(f'workdir {workdir} already holds a run ({", ".join(holds)}); '
@@ -93,8 +93,12 @@ def convert(model: str, torchvision_path: str, workdir: str, overwrite: bool = F
     ckpts.save(state, force=True)
     ckpts.wait()
     ckpts.close()
-    with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
-      f.write(config.to_json(indent=2, sort_keys=True))
+    run_files.write_text(run_files.path(workdir, run_files.CONFIG),
+                         config.to_json(indent=2, sort_keys=True))
+    shape = build_lib.input_shape(config)
+    recorded = run_data.of_dataset(imagenet.photos(model, num_classes, shape[0]), config, shape,
+                                   num_classes, fit='imagenet')
+    run_files.write_json(run_files.path(workdir, run_files.DATASET), recorded.to_json())
     info = {'model': model, 'torchvision_model': layout.TORCHVISION[model],
             'source': os.path.abspath(torchvision_path), 'source_sha256': _sha256(torchvision_path),
             'num_classes': num_classes, 'model_kwargs': kwargs,
@@ -102,8 +106,7 @@ def convert(model: str, torchvision_path: str, workdir: str, overwrite: bool = F
                                                           jax.tree.leaves(params))),
             'mean': list(imagenet.statistics(model)[0]), 'std': list(imagenet.statistics(model)[1]),
             'preprocessing': f'resize {imagenet.RESIZE}, centre crop {imagenet.CROP}'}
-    with open(os.path.join(workdir, imagenet.CONVERTED), 'w', encoding='utf-8') as f:
-      json.dump(info, f, indent=2)
+    run_files.write_json(run_files.path(workdir, run_files.CONVERTED), info)
   finally:
     lock.release()
   return {**info, 'read_s': read_s, 'convert_s': convert_s,
@@ -113,7 +116,7 @@ def convert(model: str, torchvision_path: str, workdir: str, overwrite: bool = F
 def _run_variables(workdir: str):
   """(model, num_classes, model_kwargs, variables) of a run directory."""
   run = inference.load(workdir)
-  num_classes = run.config.num_classes or run.dataset.num_classes
+  num_classes = run.data.num_classes
   variables = jax.tree.map(np.asarray, run.variables)
   return run.config.model, num_classes, run.config.model_kwargs.to_dict(), variables
 
@@ -122,14 +125,16 @@ def source_model(init_from: str) -> str | None:
   """The model of a run directory (from its config.json), None for a state dict file; refuses a
   path that is neither, naming it."""
   if os.path.isdir(init_from):
-    path = os.path.join(init_from, 'config.json')
+    path = run_files.path(init_from, run_files.CONFIG)
     try:
-      with open(path, encoding='utf-8') as f:
-        return json.load(f)['model']
-    except (OSError, ValueError, KeyError, TypeError):
+      model = (run_files.read_object(path) or {}).get('model')
+    except run_files.Unreadable:
+      model = None
+    if not isinstance(model, str):
       raise errors.ConfigError(f'config.init_from={init_from!r}: a directory holding no readable '
                                f'run ({path}); give a run directory or a state dict file '
-                               f'({", ".join(files.FORMATS)})') from None
+                               f'({", ".join(files.FORMATS)})')
+    return model
   if not os.path.isfile(init_from):
     raise errors.ConfigError(f'config.init_from={init_from!r} not found; give a run directory or '
                              f'a state dict file ({", ".join(files.FORMATS)})')

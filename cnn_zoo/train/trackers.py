@@ -17,10 +17,10 @@ import os
 import secrets
 import time
 
-from cnn_zoo import errors
+from cnn_zoo import errors, run_files
 
 NAMES = ('mlflow', 'wandb')
-IDS_FILE = 'trackers.json'
+IDS_FILE = run_files.TRACKERS
 INSTALL = "pip install 'cnn_zoo[trackers]'"
 
 
@@ -47,18 +47,13 @@ def make(names, workdir: str, config) -> list:
 
 def _ids(workdir: str) -> dict:
   try:
-    with open(os.path.join(workdir, IDS_FILE), encoding='utf-8') as f:
-      ids = json.load(f)
-    return ids if isinstance(ids, dict) else {}
-  except (OSError, ValueError):
+    return run_files.read_object(run_files.path(workdir, IDS_FILE)) or {}
+  except run_files.Unreadable:  # a new tracker run is started, and its id kept
     return {}
 
 
 def _keep_id(workdir: str, name: str, run_id: str) -> None:
-  path = os.path.join(workdir, IDS_FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump({**_ids(workdir), name: run_id}, f, indent=2)
-  os.replace(path + '.tmp', path)
+  run_files.write_json(run_files.path(workdir, IDS_FILE), {**_ids(workdir), name: run_id})
 
 
 def _flat(config: dict, prefix: str = '') -> dict:
@@ -124,7 +119,7 @@ class MlflowWriter:
 
   def close(self, results=None):
     if results is not None:
-      self._client.log_dict(self.run_id, results, 'results.json')
+      self._client.log_dict(self.run_id, results, run_files.RESULTS)  # the artifact's name
       for k, v in _numbers(results).items():
         self._client.log_metric(self.run_id, k, float(v), step=int(results['steps']))
     self._client.set_terminated(self.run_id, 'FINISHED' if results is not None else 'KILLED')
@@ -159,6 +154,6 @@ class WandbWriter:
   def close(self, results=None):
     if results is not None:
       self._run.summary.update(_numbers(results))
-      self._run.save(os.path.join(os.path.abspath(self._workdir), 'results.json'),
+      self._run.save(run_files.path(os.path.abspath(self._workdir), run_files.RESULTS),
                      base_path=os.path.abspath(self._workdir), policy='now')
     self._run.finish(exit_code=0 if results is not None else 1)

@@ -6,18 +6,14 @@ import os
 import shutil
 import tempfile
 
-from cnn_zoo import errors, outputs
+from cnn_zoo import errors, outputs, run_files
 from cnn_zoo.train import config as config_lib
 
 # Fields that change how a run is watched, not what it computes: a resume may change them.
 OPERATIONAL_FIELDS = ('data_dir', 'log_every_steps', 'keep_checkpoints', 'eval_batch_size',
                       'time_budget_s', 'trackers', 'tracker_project', 'mlflow_uri')
-# What a run writes; --overwrite removes exactly these.
-RUN_FILES = ('checkpoints', 'checkpoints.damaged', 'tensorboard', 'metrics.jsonl', 'results.json',
-             'config.json', 'conv_impl.json', 'trackers.json')
-
-# The files a run writes by name (and their temporary twins): a symbolic link there is refused.
-OWN_FILES = ('.lock', 'config.json', 'metrics.jsonl', 'results.json', 'conv_impl.json')
+RUN_FILES = run_files.RUN_FILES  # what a run writes; --overwrite removes exactly these
+OWN_FILES = run_files.OWN_FILES  # written by name: a symbolic link there is refused
 
 WorkdirError = errors.WorkdirError  # the workdir is busy, holds a different run, or is unreadable
 
@@ -25,7 +21,7 @@ WorkdirError = errors.WorkdirError  # the workdir is busy, holds a different run
 def refuse_links(workdir: str) -> None:
   """A run file that is a symbolic link would be written through (a planted `.lock` or `*.tmp`
   truncates whatever it points at): refused in one line, before anything is opened."""
-  for name in OWN_FILES + tuple(f'{n}.tmp' for n in OWN_FILES[1:]):
+  for name in OWN_FILES + tuple(n + run_files.TMP for n in OWN_FILES[1:]):
     path = os.path.join(workdir, name)
     if os.path.islink(path):
       raise WorkdirError(f'{path} is a symbolic link (to {os.readlink(path)}); a run writes its '
@@ -55,7 +51,7 @@ class Lock:
 
   def __init__(self, workdir: str):
     # O_NOFOLLOW: a link planted after refuse_links is refused too, never truncated through.
-    fd = os.open(os.path.join(workdir, '.lock'),
+    fd = os.open(run_files.path(workdir, run_files.LOCK),
                  os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     self._file = os.fdopen(fd, 'r+', encoding='utf-8')
     try:
@@ -95,21 +91,16 @@ def _is_run_config(saved: dict, defaults: dict) -> bool:
 def saved_config(workdir: str) -> dict | None:
   """The workdir's config.json (None without one); one that is unreadable or not a cnn_zoo
   config is refused (WorkdirError), whatever the caller means to do with the directory."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return None
   try:
-    with open(path, encoding='utf-8') as f:
-      saved = json.load(f)
-    if not isinstance(saved, dict):
-      raise ValueError(f'a JSON {type(saved).__name__}, not an object')
-  except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+    saved = run_files.read_object(run_files.path(workdir, run_files.CONFIG))
+  except run_files.Unreadable as e:
     # config.json is written whole and renamed, so this is damage from outside (or another tool's
     # file): refused even with --overwrite, and never suggesting it, which would delete the
     # checkpoints with it.
-    raise WorkdirError(f'{path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0]}); '
-                       f'it identifies the run in {workdir}, whose checkpoints are kept: restore '
-                       f'it from a copy, or train into another --workdir') from None
+    raise WorkdirError(f'{e}; it identifies the run in {workdir}, whose checkpoints are kept: '
+                       f'restore it from a copy, or train into another --workdir') from None
+  if saved is None:
+    return None
   if not _is_run_config(saved, json.loads(config_lib.defaults().to_json())):
     # Another tool's directory: --overwrite would delete its checkpoints/ and config.json.
     shown = ', '.join(sorted(saved)[:4]) + (', ...' if len(saved) > 4 else '')

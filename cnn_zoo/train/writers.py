@@ -9,7 +9,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer import event_file_writer
 
-from cnn_zoo import outputs
+from cnn_zoo import run_files
 from cnn_zoo.train import trackers
 
 
@@ -37,9 +37,9 @@ class JsonlWriter(Writer):
   checkpoint's step (`kept`) and drops the rest."""
 
   def __init__(self, workdir: str, resume_step: int = 0):
-    path = os.path.join(workdir, 'metrics.jsonl')
+    path = run_files.path(workdir, run_files.METRICS)
     self.kept = _keep_up_to(path, resume_step)  # the records of earlier processes of this run
-    self._file = outputs.open_own(path, 'a')  # never through a link
+    self._file = run_files.open_own(path, 'a')  # never through a link
 
   def write(self, step, split, values):
     # One write of a whole line, flushed at once, so a killed run leaves no torn record.
@@ -55,7 +55,7 @@ class TensorBoardWriter(Writer):
 
   def __init__(self, workdir: str):
     # TensorBoard's own event-file writer: no TensorFlow needed to write what it reads.
-    self._tb = event_file_writer.EventFileWriter(os.path.join(workdir, 'tensorboard'))
+    self._tb = event_file_writer.EventFileWriter(run_files.path(workdir, run_files.TENSORBOARD))
 
   def write(self, step, split, values):
     scalars = [scalar_summary.scalar_pb(f'{split}/{k}', v).value[0] for k, v in values.items()
@@ -110,19 +110,6 @@ class MetricWriter:
       writer.close(results)
 
 
-def read_record(line: bytes) -> dict | None:
-  """The record on one line of metrics.jsonl, or None for a line that is not one: torn (the last
-  line of a killed run), not UTF-8, not JSON, or not an object with an integer step and a split."""
-  try:
-    record = json.loads(line.decode('utf-8'))
-  except ValueError:  # UnicodeDecodeError and json.JSONDecodeError
-    return None
-  if not (isinstance(record, dict) and type(record.get('step')) is int and
-          isinstance(record.get('split'), str)):
-    return None
-  return record
-
-
 def _keep_up_to(path: str, step: int) -> list:
   """Drops records past `step` (written after the checkpoint a run resumes from) and lines that
   are not records (torn, undecodable), so that none of them blocks a resume.
@@ -131,18 +118,10 @@ def _keep_up_to(path: str, step: int) -> list:
   """
   if not os.path.lexists(path):
     return []
-  outputs.open_own(path, 'a').close()  # a link there is refused, not read or replaced
-  kept, records = [], []
-  with open(path, 'rb') as f:
-    for line in f:
-      record = read_record(line)
-      if record is not None and line.endswith(b'\n') and record['step'] <= step:
-        kept.append(line.decode('utf-8'))
-        records.append(record)
-  with outputs.open_own(path + '.tmp') as f:
-    f.writelines(kept)
-  os.replace(path + '.tmp', path)
-  return records
+  run_files.open_own(path, 'a').close()  # a link there is refused, not read or replaced
+  kept = [(line, record) for line, record in run_files.read_lines(path) if record['step'] <= step]
+  run_files.write_file(path, lambda f: f.writelines(line for line, _ in kept))
+  return [record for _, record in kept]
 
 
 def _plain(v):

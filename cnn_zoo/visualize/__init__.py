@@ -15,6 +15,7 @@ import numpy as np
 
 from cnn_zoo import errors, outputs
 from cnn_zoo import predict
+from cnn_zoo.data import preprocess
 from cnn_zoo.train import inference
 from cnn_zoo.visualize import activations, explorer, figures, ops
 
@@ -38,8 +39,8 @@ def photo(path: str | None = None, max_side: int = PHOTO_MAX_SIDE) -> np.ndarray
   else:
     from sklearn import datasets  # only for its bundled sample photograph
     image = datasets.load_sample_image('china.jpg').astype(np.float32)
-  if image.shape[-1] == 3:  # ITU-R 601 luma, as tf.image.rgb_to_grayscale
-    image = image @ np.array([0.2989, 0.5870, 0.1140], np.float32)
+  if image.shape[-1] == 3:  # luma, as the input paths make RGB grey
+    image = image @ preprocess.GREY_WEIGHTS
   else:
     image = image[..., 0]
   # Shrink by block averages: a whole factor keeps every pixel's weight equal.
@@ -138,7 +139,7 @@ def feature_maps(run: inference.TrainedRun, out_dir: str, image: str | None = No
   MODEL_filters.png, the learned first-layer filters."""
   names = predict.class_names(run)
   if image:
-    example = predict.as_dataset_example(run, predict.read_image(image))
+    example = predict.read_example(run, image)
     what = os.path.basename(image)
   else:
     index = index or 0

@@ -67,7 +67,7 @@ def network(run: inference.TrainedRun) -> list[dict]:
 def _pad_box(run: inference.TrainedRun) -> list[int]:
   """[top, left, height, width] of the drawable box in the model's input: where a white dataset
   image lands once fitted (all of it when the run resizes, the unpadded box when it pads)."""
-  white = np.full((1, *run.dataset.image_shape), 255, np.uint8)
+  white = np.full((1, *run.data.image_shape), 255, np.uint8)
   fitted = np.asarray(device_pipeline.fit(white, run.preprocess.image_shape,
                                           run.preprocess.resize_mode))[0, :, :, 0]
   rows, cols = np.nonzero(fitted > 0)
@@ -79,8 +79,7 @@ def pad_values(run: inference.TrainedRun, images_uint8: np.ndarray) -> np.ndarra
   """Dataset images as the page's pad holds them: the model's (N, H, W) input in 0..1, before
   normalisation (what `TrainedRun.inputs` computes before subtracting the mean)."""
   fitted = device_pipeline.fit(images_uint8, run.preprocess.image_shape, run.preprocess.resize_mode)
-  fitted = fitted / np.float32(255.0) if fitted.dtype == np.uint8 else fitted
-  return np.asarray(fitted, np.float32)[..., 0]
+  return np.asarray(device_pipeline.HOST_OPS.to_float(fitted), np.float32)[..., 0]
 
 
 def examples(run: inference.TrainedRun, count: int = NUM_EXAMPLES) -> list[int]:
@@ -90,7 +89,7 @@ def examples(run: inference.TrainedRun, count: int = NUM_EXAMPLES) -> list[int]:
   for index, label in enumerate(labels):
     if int(label) < count and int(label) not in found:
       found[int(label)] = index
-      if len(found) == min(count, run.dataset.num_classes):
+      if len(found) == min(count, run.data.num_classes):
         break
   return [found[label] for label in sorted(found)]
 
@@ -114,7 +113,7 @@ def data(run: inference.TrainedRun) -> dict:
   """Everything the page needs, JSON-ready."""
   check(run)
   prep = run.preprocess
-  source = run.dataset.image_shape[-1]
+  source = run.data.image_shape[-1]
   mean = preprocess.stats_for_channels(prep.mean, source, 1)
   std = preprocess.stats_for_channels(prep.std, source, 1)
   names = predict.class_names(run)
@@ -125,7 +124,7 @@ def data(run: inference.TrainedRun) -> dict:
       'model': run.config.model, 'step': run.step, 'dataset': _dataset_name(run.config.dataset),
       'activation': run.model.activation, 'pool': run.model.pool,
       'input': {'height': height, 'width': width, 'box': _pad_box(run),
-                'source': list(run.dataset.image_shape[:2]),
+                'source': list(run.data.image_shape[:2]),
                 'mean': float(np.ravel(mean)[0]), 'std': float(np.ravel(std)[0])},
       'classes': names,
       'layers': network(run),

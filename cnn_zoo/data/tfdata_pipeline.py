@@ -5,9 +5,8 @@ stateless permutation seeded with (seed, e), and augmentation draws from statele
 with (seed, s). A resumed run therefore sees exactly the batches it would have seen, and the global
 batch is the same whatever the number of processes: process p takes rows [p*L, (p+1)*L) of it.
 
-Preprocessing, in order: scale to [0, 1], convert channels to the model's, pad or resize to the
-model's size, augment (pad-and-crop, horizontal flip; training only), normalise by the train split's
-mean and std.
+The preprocessing is `preprocess`'s recipe, the device path's and prediction's, in TensorFlow ops
+(`TF_OPS`): tests/test_preprocessing.py holds the two to the same numbers on the same pixels.
 """
 
 import math
@@ -17,38 +16,21 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from cnn_zoo.data import sources
+from cnn_zoo.data import preprocess, sources
 from cnn_zoo.data.preprocess import (AUGMENTATIONS, RESIZE_MODES, Preprocess,  # noqa: F401
                                      check_fits, stats_for_channels)
 
 # TensorFlow only feeds the host; keep it off any accelerator JAX is using.
 tf.config.set_visible_devices([], 'GPU')
 
-def _convert_channels(x, channels):
-  if x.shape[-1] == channels:
-    return x
-  if x.shape[-1] == 1:
-    return tf.tile(x, [1, 1, 1, channels])
-  if x.shape[-1] == 3 and channels == 1:
-    return tf.image.rgb_to_grayscale(x)
-  raise sources.DataError(f'cannot convert {x.shape[-1]}-channel images to {channels} channels')
+
+def _to_float(x):
+  if tf.as_dtype(x.dtype) == tf.uint8:
+    return tf.cast(x, tf.float32) / 255.0
+  return tf.cast(x, tf.float32)
 
 
-def _fit_size(x, height, width, mode):
-  h, w = x.shape[1], x.shape[2]
-  if (h, w) == (height, width):
-    return x
-  if mode == 'auto':
-    mode = 'pad' if 0 <= height - h <= 8 and 0 <= width - w <= 8 else 'resize'
-  if mode == 'pad':
-    if h > height or w > width:
-      raise sources.DataError(f'cannot pad {h}x{w} images to {height}x{width}; use resize_mode=resize')
-    top, left = (height - h) // 2, (width - w) // 2
-    return tf.pad(x, [[0, 0], [top, height - h - top], [left, width - w - left], [0, 0]])
-  return tf.image.resize(x, (height, width), method='bilinear', antialias=True)
-
-
-def _random_crop(x, padding, offsets):
+def _crop(x, offsets, padding):
   """Zero-pads by `padding` and crops back at `offsets` ([N, 2] in 0..2*padding) per example."""
   h, w = x.shape[1], x.shape[2]
   x = tf.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
@@ -56,6 +38,16 @@ def _random_crop(x, padding, offsets):
   cols = offsets[:, 1:] + tf.range(w)[None]
   x = tf.gather(x, rows, axis=1, batch_dims=1)
   return tf.gather(x, cols, axis=2, batch_dims=1)
+
+
+TF_OPS = preprocess.Ops(
+    to_float=_to_float,
+    tile=lambda x, channels: tf.tile(x, [1, 1, 1, channels]),
+    grey=lambda x: tf.tensordot(x, preprocess.GREY_WEIGHTS, [[-1], [-1]])[..., None],
+    pad=lambda x, padding: tf.pad(x, [[0, 0], list(padding[0]), list(padding[1]), [0, 0]]),
+    resize=lambda x, size: tf.image.resize(x, size, method='bilinear', antialias=True),
+    crop=_crop,
+    flip=lambda x, flips: tf.where(flips[:, None, None, None], tf.reverse(x, axis=[2]), x))
 
 
 def _augmentation_draws(seed, global_batch, padding, rows):
@@ -73,20 +65,7 @@ def _augmentation_draws(seed, global_batch, padding, rows):
 
 def preprocess_batch(images, prep: Preprocess, draws=None):
   """uint8 (N, h, w, c) -> float32 (N, H, W, C); augments when `draws` (offsets, flips) are given."""
-  height, width, channels = prep.image_shape
-  x = tf.cast(images, tf.float32) / 255.0
-  source_channels = x.shape[-1]
-  x = _convert_channels(x, channels)
-  x = _fit_size(x, height, width, prep.resize_mode)
-  if draws is not None:
-    offsets, flips = draws
-    if 'crop' in prep.augment:
-      x = _random_crop(x, prep.crop_padding, offsets)
-    if 'flip' in prep.augment:
-      x = tf.where(flips[:, None, None, None], tf.reverse(x, axis=[2]), x)
-  mean = stats_for_channels(prep.mean, source_channels, channels)
-  std = stats_for_channels(prep.std, source_channels, channels)
-  return (x - mean) / std
+  return preprocess.apply(tf.convert_to_tensor(images), prep, TF_OPS, draws)
 
 
 def _options():
