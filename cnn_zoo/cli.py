@@ -10,7 +10,7 @@ import sys
 
 from absl import flags, logging
 
-from cnn_zoo import errors, outputs
+from cnn_zoo import errors, output_paths
 
 flags.DEFINE_bool('debug', False, 'Show the full traceback of an error.')
 
@@ -210,8 +210,8 @@ class _OneLineStorageErrors:
     if record.levelno < 40 or 'orbax' not in record.pathname:
       return True
     cause = record.exc_info[1] if record.exc_info else None
-    return not (outputs.storage_reason(cause) or
-                outputs.storage_reason(Exception(record.getMessage())))
+    return not (output_paths.storage_reason(cause) or
+                output_paths.storage_reason(Exception(record.getMessage())))
 
 
 def quiet_logging():

@@ -12,7 +12,7 @@ import numpy as np
 from cnn_zoo import errors, escape
 from cnn_zoo.data import images
 from cnn_zoo.pretrained import imagenet
-from cnn_zoo.train import inference
+from cnn_zoo.train import trained_run
 
 
 def read_image(path: str, at_least: tuple[int, int] | None = None) -> np.ndarray:
@@ -24,7 +24,7 @@ def read_image(path: str, at_least: tuple[int, int] | None = None) -> np.ndarray
   return images.decode(path, path, images.PREDICT_FORMATS, at_least=at_least)
 
 
-def decode_size(run: inference.TrainedRun) -> tuple[int, int]:
+def decode_size(run: trained_run.TrainedRun) -> tuple[int, int]:
   """(width, height) an image needs at least to become an example of the run's dataset."""
   if run.data.fit == 'imagenet':  # its shorter side is resized to 256
     return imagenet.RESIZE, imagenet.RESIZE
@@ -32,7 +32,7 @@ def decode_size(run: inference.TrainedRun) -> tuple[int, int]:
   return width, height
 
 
-def as_dataset_example(run: inference.TrainedRun, image: np.ndarray) -> np.ndarray:
+def as_dataset_example(run: trained_run.TrainedRun, image: np.ndarray) -> np.ndarray:
   """uint8 (h, w, c) -> uint8 (H, W, C) at the size and channels of the run's dataset images: the
   array its folder reader would hold for the same file (`images.as_example`)."""
   if run.data.fit == 'imagenet':  # torchvision's: resize 256, centre crop 224
@@ -40,13 +40,13 @@ def as_dataset_example(run: inference.TrainedRun, image: np.ndarray) -> np.ndarr
   return images.as_example(image, run.data.image_shape)
 
 
-def read_example(run: inference.TrainedRun, path: str) -> np.ndarray:
+def read_example(run: trained_run.TrainedRun, path: str) -> np.ndarray:
   """The image file at `path` as an example of the run's dataset: decoded (reduced as it is
   decoded, as the folder reader does) and fitted by `as_dataset_example`."""
   return as_dataset_example(run, read_image(path, decode_size(run)))
 
 
-def class_names(run: inference.TrainedRun) -> list[str]:
+def class_names(run: trained_run.TrainedRun) -> list[str]:
   """The run's class names, as training recorded them (the dataset's label names when it has
   them: image folders, TFDS, ImageNet's for a converted run; else the indices)."""
   return list(run.data.class_names)
@@ -66,7 +66,7 @@ def ranked(probabilities: np.ndarray, names: list[str],
   return [(int(i), names[i] if i < len(names) else str(i), float(probabilities[i])) for i in order]
 
 
-def predict_image(run: inference.TrainedRun, image: np.ndarray,
+def predict_image(run: trained_run.TrainedRun, image: np.ndarray,
                   top_k: int | None = 5) -> list[tuple[int, str, float]]:
   """The ranked class probabilities of one uint8 (h, w, c) image."""
   probabilities = run.probabilities(as_dataset_example(run, image)[None])[0]
@@ -79,7 +79,7 @@ def predict(workdir: str, image_path: str,
   if not os.path.isfile(image_path):
     raise errors.NotFoundError(f'image not found: {image_path}')
   images.check(image_path, image_path, images.PREDICT_FORMATS)  # refused before the run loads
-  run = inference.load(workdir)
+  run = trained_run.load(workdir)
   return predict_image(run, read_image(image_path, decode_size(run)), top_k)
 
 

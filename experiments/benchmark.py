@@ -27,7 +27,7 @@ import sys
 
 from absl import app, flags
 
-from cnn_zoo import benchmark, cli, errors, outputs, run_files
+from cnn_zoo import benchmark, cli, errors, output_paths, run_files
 from cnn_zoo.models import conv, remat
 
 _MODELS = flags.DEFINE_list('models', ['lenet5', 'resnet20'], 'Registered model names.')
@@ -69,7 +69,7 @@ def _run():
     raise errors.ConfigError(f'--max_batch_memory_gb={_MAX_BATCH_GB.value}: must be a positive '
                              'number of GiB')
   if _JSON.value:
-    outputs.writable_file(_JSON.value, '--json')  # before minutes of benchmarking, not after
+    output_paths.writable_file(_JSON.value, '--json')  # before minutes of benchmarking, not after
   # Children benchmark the models: this process then leaves JAX's backend, and the accelerator,
   # to them (a TPU opens in one process only; on a GPU JAX takes 75% of its memory at start-up).
   children = _ISOLATE.value and _MAX_BATCH_GB.value is None and not _PIPELINE.value

@@ -12,7 +12,7 @@ from absl import app, flags
 
 from cnn_zoo import cli, errors
 from cnn_zoo.pretrained import layout
-from cnn_zoo.train import converted as runs
+from cnn_zoo.train import torchvision_weights as runs
 
 _MODEL = flags.DEFINE_string('model', None, 'The zoo model the weights are for: '
                              + ', '.join(sorted(layout.TORCHVISION)))

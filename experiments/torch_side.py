@@ -14,7 +14,7 @@ experiments.benchmark and prints the table.
 
 from absl import app, flags
 
-from cnn_zoo import benchmark, cli, outputs
+from cnn_zoo import benchmark, cli, output_paths
 
 _PYTHON = flags.DEFINE_string('torch_python', 'python3', 'The Python that has torch.')
 _REF = flags.DEFINE_string('torch_ref', None, 'Path of the reference script torch_ref.py.',
@@ -27,7 +27,7 @@ _ARGS = flags.DEFINE_string('torch_args', '', 'More arguments for torch_ref.py, 
 
 def _run():
   if _JSON.value:
-    outputs.writable_file(_JSON.value, '--json')
+    output_paths.writable_file(_JSON.value, '--json')
   results = benchmark.torch_reference(_PYTHON.value, _REF.value, _MODELS.value, _JSON.value,
                                       _ARGS.value)
   benchmark.exit_if_failed([name for name, r in results.items() if 'error' in r], len(results))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cnn_zoo import errors, models, visualize
-from cnn_zoo.train import inference, loop
+from cnn_zoo.train import trained_run, loop
 from cnn_zoo.visualize import activations, browser, explorer
 from configs import default as default_config
 
@@ -29,7 +29,7 @@ def run(request, digits_dir, tmp_path_factory):
   config.model = request.param
   workdir = str(tmp_path_factory.mktemp(request.param))
   loop.train_and_evaluate(config, workdir)
-  return inference.load(workdir)
+  return trained_run.load(workdir)
 
 
 @pytest.fixture(scope='module')

@@ -16,7 +16,7 @@ import pytest
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
 from cnn_zoo import errors, models, parallel
-from cnn_zoo.train import inference, loop
+from cnn_zoo.train import trained_run, loop
 from cnn_zoo.train import state as state_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +61,7 @@ def _losses(workdir):
 
 
 def _weights(workdir):
-  return jax.tree.leaves(jax.device_get(inference.load(workdir).variables))
+  return jax.tree.leaves(jax.device_get(trained_run.load(workdir).variables))
 
 
 def _assert_close(a, b, tol, what=''):

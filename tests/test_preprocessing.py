@@ -16,7 +16,7 @@ from cnn_zoo import parallel, predict
 from cnn_zoo.data import device_pipeline as dp
 from cnn_zoo.data import images, inputs, preprocess, sources
 from cnn_zoo.train import build as build_lib
-from cnn_zoo.train import inference
+from cnn_zoo.train import trained_run
 from configs import default
 
 # Normalised values reach about 5 (0..1 less 0.3, over 0.2); the paths differ in the last bits, a few
@@ -98,11 +98,11 @@ def _eval_examples(config, dataset):
   return np.asarray(next(iter(made.eval()))['image'])
 
 
-def _run(config, dataset) -> inference.TrainedRun:
+def _run(config, dataset) -> trained_run.TrainedRun:
   """What prediction needs of a run: its dataset and its eval preprocessing (no weights: only
   the inputs are compared)."""
   prep = inputs.training_preprocess(config, dataset, build_lib.make_plan(config, dataset))
-  return inference.TrainedRun(config, None, {}, dataclasses.replace(prep, augment='none'), dataset,
+  return trained_run.TrainedRun(config, None, {}, dataclasses.replace(prep, augment='none'), dataset,
                               0)
 
 

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from cnn_zoo import errors, models, predict, run_files, visualize
-from cnn_zoo.pretrained import convert, files, imagenet, layout
-from cnn_zoo.train import converted as runs, inference, loop
+from cnn_zoo.pretrained import convert, state_dict_files, imagenet, layout
+from cnn_zoo.train import torchvision_weights as runs, trained_run, loop
 from configs import finetune
 
 MANIFESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'cnn_zoo',
@@ -92,8 +92,8 @@ def test_googlenet_without_auxiliary_heads_converts_too():
 def test_zoo_to_torchvision_and_back_is_bit_exact(name, kwargs, suffix, tmp_path):
   variables = _random_variables(name, num_classes=10, **kwargs)
   path = str(tmp_path / f'{name}{suffix}')
-  files.write(convert.to_torchvision(variables, name), path)
-  again, num_classes, again_kwargs = convert.to_zoo(files.read(path), name, where=path)
+  state_dict_files.write(convert.to_torchvision(variables, name), path)
+  again, num_classes, again_kwargs = convert.to_zoo(state_dict_files.read(path), name, where=path)
   assert num_classes == 10 and again_kwargs == kwargs
   assert jax.tree.structure(again) == jax.tree.structure(variables)
   for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(variables)):
@@ -162,21 +162,21 @@ def test_models_without_a_counterpart_are_named_with_the_valid_ones(name, match)
 
 def test_unreadable_files_are_one_line(tmp_path):
   with pytest.raises(errors.NotFoundError, match='not found'):
-    files.read(str(tmp_path / 'missing.safetensors'))
+    state_dict_files.read(str(tmp_path / 'missing.safetensors'))
   with pytest.raises(errors.ConfigError, match=r"unknown state dict format '.h5'; valid choices"):
-    files.read(str(tmp_path / 'weights.h5'))
+    state_dict_files.read(str(tmp_path / 'weights.h5'))
   path = tmp_path / 'w.safetensors'
-  files.write({'fc.weight': np.ones((4, 3), np.float32)}, str(path))
+  state_dict_files.write({'fc.weight': np.ones((4, 3), np.float32)}, str(path))
   data = path.read_bytes()
   (tmp_path / 'cut.safetensors').write_bytes(data[:-8])
   with pytest.raises(errors.DataError, match="tensor 'fc.weight' lies beyond the end of the file"):
-    files.read(str(tmp_path / 'cut.safetensors'))
+    state_dict_files.read(str(tmp_path / 'cut.safetensors'))
   (tmp_path / 'junk.safetensors').write_bytes(b'\x05\x00\x00\x00\x00\x00\x00\x00{nope')
   with pytest.raises(errors.DataError, match='not a readable .safetensors file'):
-    files.read(str(tmp_path / 'junk.safetensors'))
+    state_dict_files.read(str(tmp_path / 'junk.safetensors'))
   (tmp_path / 'junk.npz').write_bytes(b'not a zip')
   with pytest.raises(errors.DataError, match='cannot read it as an npz state dict'):
-    files.read(str(tmp_path / 'junk.npz'))
+    state_dict_files.read(str(tmp_path / 'junk.npz'))
   (tmp_path / 'junk.pth').write_bytes(b'not a pickle')
   try:
     import torch  # noqa: F401  pylint: disable=unused-import,g-import-not-at-top
@@ -184,22 +184,22 @@ def test_unreadable_files_are_one_line(tmp_path):
   except ImportError:
     expected = (errors.ConfigError, r'needs PyTorch, not installed here: `pip install torch')
   with pytest.raises(expected[0], match=expected[1]):
-    files.read(str(tmp_path / 'junk.pth'))
+    state_dict_files.read(str(tmp_path / 'junk.pth'))
 
 
 def test_safetensors_dtypes_read_as_float32(tmp_path):
   path = str(tmp_path / 'w.safetensors')
   values = np.array([1.5, -2.25, 3.0e-3], np.float32)
-  files.write({'a': values.astype(np.float16), 'b': values.astype(np.float64),
+  state_dict_files.write({'a': values.astype(np.float16), 'b': values.astype(np.float64),
                'n': np.array(7, np.int64)}, path)
-  state = files.read(path)
+  state = state_dict_files.read(path)
   assert state['a'].dtype == state['b'].dtype == np.float32 and state['n'] == 7
   np.testing.assert_allclose(state['a'], values, rtol=1e-3)
   # bfloat16, the top 16 bits of float32, by hand: header, then the bytes.
   header = json.dumps({'c': {'dtype': 'BF16', 'shape': [3], 'data_offsets': [0, 6]}}).encode()
   raw = (values.view(np.uint32) >> 16).astype('<u2').tobytes()
   (tmp_path / 'bf16.safetensors').write_bytes(len(header).to_bytes(8, 'little') + header + raw)
-  np.testing.assert_allclose(files.read(str(tmp_path / 'bf16.safetensors'))['c'], values, rtol=1e-2)
+  np.testing.assert_allclose(state_dict_files.read(str(tmp_path / 'bf16.safetensors'))['c'], values, rtol=1e-2)
 
 
 def test_imagenet_class_names_and_crop():
@@ -220,7 +220,7 @@ def converted(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('converted')
   variables = _random_variables('resnet18', seed=3)
   source = str(tmp / 'resnet18.safetensors')
-  files.write(convert.to_torchvision(variables, 'resnet18'), source)
+  state_dict_files.write(convert.to_torchvision(variables, 'resnet18'), source)
   workdir = str(tmp / 'resnet18_tv')
   done = runs.convert('resnet18', source, workdir)
   photo = str(tmp / 'photo.jpg')
@@ -233,7 +233,7 @@ def test_a_converted_run_holds_what_inference_reads(converted):
   assert done['tensors'] == len(_manifest('resnet18')) and done['params'] == 11_689_512
   for name in ('config.json', 'converted.json', 'dataset.json', 'checkpoints'):
     assert os.path.exists(os.path.join(workdir, name)), name
-  run = inference.load(workdir)
+  run = trained_run.load(workdir)
   assert run.config.model == 'resnet18' and run.config.num_classes == 1000 and run.step == 0
   for a, b in zip(jax.tree.leaves(run.variables), jax.tree.leaves(variables)):
     assert np.array_equal(np.asarray(a), b)
@@ -290,7 +290,7 @@ def test_fine_tuning_starts_from_a_converted_run_with_a_new_head(converted, tmp_
   config.learning_rate = 1e-9  # the trained weights stay where they started
   results = loop.train_and_evaluate(config, str(tmp_path / 'digits'))
   assert results['num_classes'] == 10 and results['steps'] == 3
-  run = inference.load(str(tmp_path / 'digits'))
+  run = trained_run.load(str(tmp_path / 'digits'))
   params = run.variables['params']
   assert params['Dense_0']['kernel'].shape == (512, 10)  # a new head for digits' classes
   np.testing.assert_allclose(params['BasicBlock_3']['Conv_1']['kernel'],
@@ -317,7 +317,7 @@ def test_export_writes_what_convert_reads(converted, tmp_path):
   path = str(tmp_path / 'out.npz')
   done = runs.export(workdir, path)
   assert done['tensors'] == len(_manifest('resnet18'))
-  again, _, _ = convert.to_zoo(files.read(path), 'resnet18')
+  again, _, _ = convert.to_zoo(state_dict_files.read(path), 'resnet18')
   for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(variables)):
     assert np.array_equal(a, b)
 
@@ -356,10 +356,10 @@ def test_files_written_by_the_safetensors_package_are_read(tmp_path):
   values = {'a.weight': np.arange(12, dtype=np.float32).reshape(3, 4),
             'a.num_batches_tracked': np.array(3, np.int64)}
   safetensors_numpy.save_file(values, str(tmp_path / 'w.safetensors'))
-  read = files.read(str(tmp_path / 'w.safetensors'))
+  read = state_dict_files.read(str(tmp_path / 'w.safetensors'))
   assert set(read) == set(values)
   assert all(np.array_equal(read[k], v) for k, v in values.items())
-  files.write(values, str(tmp_path / 'ours.safetensors'))
+  state_dict_files.write(values, str(tmp_path / 'ours.safetensors'))
   theirs = safetensors_numpy.load_file(str(tmp_path / 'ours.safetensors'))
   # (its numpy loader gives a 0-d tensor the shape (1,))
   assert all(np.array_equal(theirs[k].reshape(v.shape), v) for k, v in values.items())

@@ -17,7 +17,7 @@ from tests import torch_required
 
 torch = torch_required.import_torch()
 
-from cnn_zoo.pretrained import convert, files, layout  # noqa: E402
+from cnn_zoo.pretrained import convert, state_dict_files, layout  # noqa: E402
 from cnn_zoo.pretrained import torch_check  # noqa: E402
 
 try:
@@ -51,12 +51,12 @@ def test_the_reverse_conversion_loads_strictly_into_torchvision(name, tmp_path):
   state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
   variables, _, _ = convert.to_zoo(state, name)
   path = str(tmp_path / f'{name}.pth')
-  files.write(convert.to_torchvision(variables, name), path)
+  state_dict_files.write(convert.to_torchvision(variables, name), path)
   again = torch_check.build(name)
   again.load_state_dict(torch.load(path, weights_only=True), strict=True)
   for key, value in again.state_dict().items():
     if not key.endswith(layout.BATCHES_TRACKED):
       assert np.array_equal(value.numpy(), state[key]), key
-  read, _, _ = convert.to_zoo(files.read(path), name)
+  read, _, _ = convert.to_zoo(state_dict_files.read(path), name)
   for a, b in zip(jax.tree.leaves(read), jax.tree.leaves(variables)):
     assert np.array_equal(a, b)

@@ -13,7 +13,7 @@ import pytest
 
 from cnn_zoo import errors, report, sweep
 from cnn_zoo.data import inputs as inputs_lib, sources
-from cnn_zoo.train import build as build_lib, config as config_lib, inference, loop, replicas
+from cnn_zoo.train import build as build_lib, config as config_lib, trained_run, loop, replicas
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = (3, 1)
@@ -155,11 +155,11 @@ def test_a_run_of_replicas_writes_each_seeds_results_and_resumes_bit_identically
   assert len(rows) == 1 and rows[0].seeds == [0, 1]
   # A reader (predict, the feature maps) loads one replica of the stacked checkpoint.
   import types
-  run = inference.load(str(tmp_path / 'full'), replica=1)
+  run = trained_run.load(str(tmp_path / 'full'), replica=1)
   weights = types.SimpleNamespace(params=run.variables['params'], batch_stats={})
   assert loop.weights_sha256(weights) == shas[1]
   with pytest.raises(errors.ConfigError, match='replica=2 is out of range'):
-    inference.load(str(tmp_path / 'full'), replica=2)
+    trained_run.load(str(tmp_path / 'full'), replica=2)
   # Cut at step 3 (later checkpoints and results gone): resumes to the same weights, bit for bit.
   shutil.copytree(tmp_path / 'full', tmp_path / 'cut')
   shutil.rmtree(tmp_path / 'cut' / 'checkpoints' / '6')

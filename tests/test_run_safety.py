@@ -228,19 +228,19 @@ def test_overwrite_of_a_run_with_linked_checkpoints_empties_them_and_keeps_the_l
 
 
 def test_convert_overwrite_never_touches_a_directory_that_is_not_a_cnn_zoo_run(tmp_path):
-  from cnn_zoo.pretrained import files, layout
-  from cnn_zoo.train import converted
+  from cnn_zoo.pretrained import state_dict_files, layout
+  from cnn_zoo.train import torchvision_weights
   with open(os.path.join(os.path.dirname(layout.__file__), 'manifests', 'resnet18.json')) as f:
     manifest = json.load(f)
   source = str(tmp_path / 'resnet18.npz')
   np.savez(source, **{k: np.zeros((), np.int64) if k.endswith(layout.BATCHES_TRACKED)
                       else np.zeros(shape, np.float32) for k, shape in manifest.items()})
-  assert files.read(source)  # a state dict the converter takes
+  assert state_dict_files.read(source)  # a state dict the converter takes
   workdir = str(tmp_path / 'other_tool')
   os.makedirs(os.path.join(workdir, 'checkpoints', '0001'))
   with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
     json.dump(FOREIGN, f)
   before = _contents(workdir)
   with pytest.raises(errors.WorkdirError, match=r'is not a cnn_zoo run: its config\.json'):
-    converted.convert('resnet18', source, workdir, overwrite=True)
+    torchvision_weights.convert('resnet18', source, workdir, overwrite=True)
   assert _contents(workdir) == before

@@ -15,7 +15,7 @@ from PIL import Image
 
 from cnn_zoo import errors, predict, run_files, visualize
 from cnn_zoo.data import digits, sources
-from cnn_zoo.train import converted, inference, loop
+from cnn_zoo.train import torchvision_weights, trained_run, loop
 from configs import default as default_config
 
 LEGACY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'legacy_e286f77')
@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
   loop.train_and_evaluate(config, str(workdir))
   photo = tmp / 'photo.png'
   Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 20, 3), np.uint8)).save(photo)
-  run = inference.load(str(workdir))
+  run = trained_run.load(str(workdir))
   images = run.dataset.test.images
   then = {'ranking': predict.predict(str(workdir), str(photo), top_k=None),
           'probabilities': run.probabilities(images), 'classes': predict.class_names(run),
@@ -79,11 +79,11 @@ def test_a_moved_run_predicts_the_same_with_its_dataset_deleted(trained, tmp_pat
   monkeypatch.chdir(tmp_path)  # and another working directory: nothing is found relative to it
   with caplog.at_level(logging.INFO):
     assert predict.predict(str(moved), str(photo), top_k=None) == then['ranking']
-    run = inference.load(str(moved))
+    run = trained_run.load(str(moved))
     np.testing.assert_array_equal(run.probabilities(images), then['probabilities'])
     # The feature maps of an outside image, and the weights and classes export and init_from take.
     visualize.make('feature-maps', str(tmp_path / 'figures'), image=str(photo), workdir=str(moved))
-    model, num_classes, _, _ = converted._run_variables(str(moved))  # pylint: disable=protected-access
+    model, num_classes, _, _ = torchvision_weights._run_variables(str(moved))  # pylint: disable=protected-access
   assert (model, num_classes) == ('lenet5', 3)
   assert FALLBACK not in caplog.text
   assert not os.path.exists(data)
@@ -96,7 +96,7 @@ def test_a_dataset_changed_after_training_changes_nothing_a_reloaded_run_compute
   _write_folder(data, {'ant': 3, 'cat': 0, 'dog': 1, 'eel': 2}, invert=True)
   changed = sources.load(f'folder:{data}', image_size=32)
   assert changed.num_classes == 4 and changed.channel_stats()[0][0] != then['mean'][0]
-  run = inference.load(str(workdir))
+  run = trained_run.load(str(workdir))
   assert predict.class_names(run) == then['classes'] == ['cat', 'dog', 'eel']
   assert (run.preprocess.mean, run.preprocess.std) == (then['mean'], then['std'])
   np.testing.assert_array_equal(run.probabilities(images), then['probabilities'])
@@ -110,10 +110,10 @@ def test_a_damaged_record_is_refused_naming_it(trained, tmp_path):
   record = run_files.read_object(run_files.path(str(copy), run_files.DATASET))
   run_files.write_json(run_files.path(str(copy), run_files.DATASET), {**record, 'mean': 'grey'})
   with pytest.raises(errors.DataError, match=r"dataset.json: mean='grey' is not valid"):
-    inference.load(str(copy))
+    trained_run.load(str(copy))
   (copy / run_files.DATASET).write_text('{"half')
   with pytest.raises(errors.WorkdirError, match='dataset.json is unreadable'):
-    inference.load(str(copy))
+    trained_run.load(str(copy))
 
 
 def test_a_run_saved_by_the_code_of_e286f77_loads_and_predicts_as_it_did(tmp_path, caplog):
@@ -125,7 +125,7 @@ def test_a_run_saved_by_the_code_of_e286f77_loads_and_predicts_as_it_did(tmp_pat
   with open(os.path.join(LEGACY, 'predictions.json'), encoding='utf-8') as f:
     expected = json.load(f)
   with caplog.at_level(logging.INFO):
-    run = inference.load(str(workdir))
+    run = trained_run.load(str(workdir))
   said = [r.getMessage() for r in caplog.records if FALLBACK in r.getMessage()]
   assert said == [f'{workdir} {FALLBACK}: its normalisation and classes are recomputed from its '
                   f'dataset digits, as they were then']

@@ -30,13 +30,13 @@ import json, os
 import numpy as np
 from PIL import Image
 from cnn_zoo.data import sources
-from cnn_zoo.train import inference, loop
+from cnn_zoo.train import trained_run, loop
 from configs import default
 workdir, tmp = sys.argv[1], sys.argv[2]
 config = default.get_config('smoke')
 config.num_train_steps, config.batch_size, config.log_every_steps = 4, 32, 2
 results = loop.train_and_evaluate(config, workdir)
-run = inference.load(workdir)
+run = trained_run.load(workdir)
 probabilities = run.probabilities(run.dataset.test.images[:3])
 from cnn_zoo import predict
 Image.fromarray(run.dataset.test.images[0][..., 0]).save(os.path.join(tmp, 'digit.png'))

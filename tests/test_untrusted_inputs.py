@@ -19,8 +19,8 @@ from PIL import EpsImagePlugin, Image
 
 from cnn_zoo import errors, escape, models, predict, report
 from cnn_zoo.data import digits, images, pack, preprocess, run_data, sources
-from cnn_zoo.pretrained import files
-from cnn_zoo.train import build, config as config_lib, inference, loop
+from cnn_zoo.pretrained import state_dict_files
+from cnn_zoo.train import build, config as config_lib, trained_run, loop
 from cnn_zoo.visualize import explorer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,7 +194,7 @@ HOSTILE = ['<img src=x onerror=alert(1)>', '</script><b>bold', '<!--', 'a&amp;b'
            '=HYPERLINK("http://x")', 'cat|dog', '\x1b[31mred\x1b[0m']
 
 
-def _untrained_lenet_run() -> inference.TrainedRun:
+def _untrained_lenet_run() -> trained_run.TrainedRun:
   """A LeNet-5 at its initialisation on digits: what the explorer page needs, without training."""
   import jax  # pylint: disable=g-import-not-at-top
   model = models.get('lenet5', num_classes=10)
@@ -207,7 +207,7 @@ def _untrained_lenet_run() -> inference.TrainedRun:
                             sources.Split(x_test, y_test), 10)
   data = run_data.RunData('digits', (8, 8, 1), (32, 32, 1), 'auto', 'dataset', (0.5,), (0.25,),
                           tuple(str(i) for i in range(10)))
-  return inference.TrainedRun(config_lib.defaults(), model, dict(variables),
+  return trained_run.TrainedRun(config_lib.defaults(), model, dict(variables),
                               preprocess.Preprocess((32, 32, 1), (0.5,), (0.25,)), data, 0,
                               lambda: dataset)
 
@@ -411,27 +411,27 @@ def test_malformed_safetensors_headers_are_one_line_naming_the_tensor(tmp_path):
   for i, (case, (header, size, needle)) in enumerate(MALFORMED.items()):
     path = _safetensors(tmp_path / f'{i}.safetensors', header, b'\0' * size)
     with pytest.raises(errors.DataError) as e:
-      files.read(path)
+      state_dict_files.read(path)
     assert '\n' not in str(e.value) and needle in str(e.value), (case, str(e.value))
   text = b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "w": {}}'
   path = tmp_path / 'twice.safetensors'
   path.write_bytes(struct.pack('<Q', len(text)) + text + b'\0' * 4)
   with pytest.raises(errors.DataError) as e:
-    files.read(str(path))
+    state_dict_files.read(str(path))
   _one_line(e, "'w' appears twice")
   good = _safetensors(tmp_path / 'good.safetensors',
                       {'a': {'dtype': 'F32', 'shape': [2], 'data_offsets': [0, 8]},
                        'b': {'dtype': 'I64', 'shape': [], 'data_offsets': [8, 16]},
                        'c': {'dtype': 'F32', 'shape': [0, 3], 'data_offsets': [16, 16]}},
                       np.float32([1, 2]).tobytes() + np.int64(5).tobytes())
-  state = files.read(good)
+  state = state_dict_files.read(good)
   assert state['a'].tolist() == [1, 2] and int(state['b']) == 5 and state['c'].shape == (0, 3)
 
 
 def test_non_finite_or_non_numeric_weights_are_refused_naming_the_key(tmp_path):
   weights = np.ones((2, 3), np.float32)
   weights[1, 2] = np.nan
-  files.write({'conv1.weight': weights, 'fc.bias': np.zeros(3, np.float32)},
+  state_dict_files.write({'conv1.weight': weights, 'fc.bias': np.zeros(3, np.float32)},
               str(tmp_path / 'nan.safetensors'))
   np.savez(tmp_path / 'inf.npz', **{'fc.weight': np.float32([1, np.inf, -np.inf])})
   np.savez(tmp_path / 'text.npz', **{'fc.weight': np.array(['1.0', '2.0'])})
@@ -446,5 +446,5 @@ def test_non_finite_or_non_numeric_weights_are_refused_naming_the_key(tmp_path):
     pass
   for name, needle in cases:
     with pytest.raises(errors.DataError) as e:
-      files.read(str(tmp_path / name))
+      state_dict_files.read(str(tmp_path / name))
     _one_line(e, str(tmp_path / name), needle)

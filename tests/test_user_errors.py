@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cnn_zoo import cli, errors, outputs, sweep
+from cnn_zoo import cli, errors, output_paths, sweep
 from cnn_zoo.train import config as config_lib
 from cnn_zoo.train import loop
 
@@ -272,9 +272,9 @@ def test_a_read_only_workdir_is_named(smoke_config, tmp_path, capsys):
 def test_unwritable_outputs_are_refused_before_the_work(tmp_path, capsys):
   (tmp_path / 'file').write_text('')
   with pytest.raises(errors.StorageError, match='is a file, not a directory'):
-    outputs.writable_dir(str(tmp_path / 'file' / 'figures'), '--out_dir')
+    output_paths.writable_dir(str(tmp_path / 'file' / 'figures'), '--out_dir')
   with pytest.raises(errors.StorageError, match='is a directory'):
-    outputs.writable_file(str(tmp_path), '--json')
+    output_paths.writable_file(str(tmp_path), '--json')
   from cnn_zoo import visualize
   line = _refused(visualize.make, 'relu', str(tmp_path / 'file' / 'figs'), capsys=capsys)
   assert line == f'error: --out_dir: {tmp_path}/file is a file, not a directory'

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from cnn_zoo import models, predict, visualize
-from cnn_zoo.train import inference, loop, step as step_lib, state as state_lib
+from cnn_zoo.train import trained_run, loop, step as step_lib, state as state_lib
 from cnn_zoo.visualize import activations, figures, ops
 from configs import default as default_config
 
@@ -27,7 +27,7 @@ def trained(digits_dir, tmp_path_factory):
   config.data_dir = digits_dir
   workdir = str(tmp_path_factory.mktemp('lenet5_digits'))
   loop.train_and_evaluate(config, workdir)
-  return workdir, inference.load(workdir)
+  return workdir, trained_run.load(workdir)
 
 
 def test_worked_convolution_example():

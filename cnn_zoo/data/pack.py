@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 from PIL import Image
 
-from cnn_zoo import errors, outputs, run_files
+from cnn_zoo import errors, output_paths, run_files
 from cnn_zoo.data import images
 from cnn_zoo.errors import DataError
 
@@ -43,7 +43,7 @@ def _check_output(in_path: str, out_path: str, what: str, overwrite: bool) -> No
     raise errors.ConfigError(f'{what}={out_path} is the input file itself; write elsewhere')
   if os.path.lexists(out_path) and not overwrite:
     raise errors.ConfigError(f'{what}={out_path} exists; give --overwrite to replace it')
-  outputs.writable_file(out_path, what)
+  output_paths.writable_file(out_path, what)
 
 
 def pack(npz_path: str, out_path: str, quality: int = 75, overwrite: bool = False) -> dict:

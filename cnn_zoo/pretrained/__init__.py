@@ -5,5 +5,5 @@
 `torch_check` (the
 zoo against torchvision's own code; needs PyTorch), `manifests/` (the key -> shape table of every
 torchvision counterpart, made by `python -m experiments.check_torchvision --manifests`). Converted
-run directories, fine-tuning's `config.init_from` and export live in `cnn_zoo.train.converted`.
+run directories, fine-tuning's `config.init_from` and export live in `cnn_zoo.train.torchvision_weights`.
 """

@@ -81,7 +81,7 @@ def photos(model: str, num_classes: int, size: int = CROP) -> Photos:
                 num_classes, mean, std)
 
 
-# The file that marks a run directory as converted from torchvision (`cnn_zoo.train.converted`).
+# The file that marks a run directory as converted from torchvision (`cnn_zoo.train.torchvision_weights`).
 CONVERTED = run_files.CONVERTED
 
 

@@ -1,6 +1,6 @@
 """One run, built once: from a validated config to the model, optimizer, state and compiled steps.
 
-Training (`loop`), inference (`inference.load`, and through it `predict` and the feature maps) and
+Training (`loop`), inference (`trained_run.load`, and through it `predict` and the feature maps) and
 the step benchmark all build here, so what is benchmarked or reloaded is exactly what trains.
 
   plan = build.make_plan(config, dataset)         # shapes and budget, checked before compiling

@@ -10,7 +10,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from cnn_zoo import errors, run_files
-from cnn_zoo.outputs import storage_reason
+from cnn_zoo.output_paths import storage_reason
 from cnn_zoo.train.state import TrainState
 
 # Where step directories that cannot be restored are moved, beside checkpoints/ (orbax ignores it).

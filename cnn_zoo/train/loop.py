@@ -27,12 +27,12 @@ import ml_collections
 import numpy as np
 
 from cnn_zoo import errors
-from cnn_zoo import outputs, run_files
+from cnn_zoo import output_paths, run_files
 from cnn_zoo.data import inputs as inputs_lib, run_data, sources
 from cnn_zoo.train import autoconv
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import config as config_lib
-from cnn_zoo.train import converted
+from cnn_zoo.train import torchvision_weights
 from cnn_zoo.train import checkpoint, workdir as workdir_lib, writers
 from cnn_zoo.train import hooks as hooks_lib
 from cnn_zoo.train import replicas as replicas_lib
@@ -96,7 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, overwrit
   """
   config_lib.validate(config)
   if config.init_from and not checkpoint.exists(workdir):  # a fresh start reads it: check it first
-    converted.check_init_from(config)
+    torchvision_weights.check_init_from(config)
   is_lead = jax.process_index() == 0
   dataset = sources.load(config.dataset, config.data_dir or None,
                          image_size=build_lib.input_shape(config)[0],
@@ -117,7 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, overwrit
   except errors.UserError:
     raise
   except OSError as e:  # a full disk or lost permissions while writing the metrics or results
-    reason = outputs.storage_reason(e)
+    reason = output_paths.storage_reason(e)
     if not reason:
       raise
     raise errors.StorageError(f'cannot write {e.filename or workdir}: {reason}; checkpoints '
@@ -173,7 +173,7 @@ def _set_up(config, workdir, dataset, plan, is_lead, extra_writers) -> tuple[_Ru
   if restored is not None:
     state = restored
   elif config.init_from:  # a new run from pretrained weights (a new classifier if classes differ)
-    state = converted.initialise(state, config.init_from, config.model, plan.num_classes)
+    state = torchvision_weights.initialise(state, config.init_from, config.model, plan.num_classes)
   start_step = int(jax.device_get(state.step))
   if is_lead:
     _write_config(config, workdir, dataset, plan)

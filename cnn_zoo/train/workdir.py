@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from cnn_zoo import errors, outputs, run_files
+from cnn_zoo import errors, output_paths, run_files
 from cnn_zoo.train import config as config_lib
 
 # Fields that change how a run is watched, not what it computes: a resume may change them.
@@ -34,7 +34,7 @@ def prepare(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
   except (FileExistsError, NotADirectoryError):
-    raise WorkdirError(f'workdir {workdir}: {outputs.blocking_file(workdir)} is a file, not a '
+    raise WorkdirError(f'workdir {workdir}: {output_paths.blocking_file(workdir)} is a file, not a '
                        f'directory; choose another --workdir') from None
   except OSError as e:
     raise errors.StorageError(f'cannot create workdir {workdir}: {e.strerror}') from None

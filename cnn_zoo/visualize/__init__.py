@@ -13,10 +13,10 @@ import os
 
 import numpy as np
 
-from cnn_zoo import errors, outputs
+from cnn_zoo import errors, output_paths
 from cnn_zoo import predict
 from cnn_zoo.data import preprocess
-from cnn_zoo.train import inference
+from cnn_zoo.train import trained_run
 from cnn_zoo.visualize import activations, explorer, figures, ops
 
 # The textbook example: a 5x5 binary image and a 3x3 filter.
@@ -130,10 +130,10 @@ def _feature_maps(out_dir, image=None, workdir=None, index=None):
     raise errors.ConfigError('feature-maps needs --workdir=RUN, the workdir of a trained run')
   if image and index is not None:
     raise errors.ConfigError('give --image=FILE or --index=N, not both')
-  return feature_maps(inference.load(workdir), out_dir, image, index)
+  return feature_maps(trained_run.load(workdir), out_dir, image, index)
 
 
-def feature_maps(run: inference.TrainedRun, out_dir: str, image: str | None = None,
+def feature_maps(run: trained_run.TrainedRun, out_dir: str, image: str | None = None,
                  index: int | None = None) -> tuple[str, list[tuple[str, int]]]:
   """Writes MODEL_feature_maps.png for image file `image` or test image `index` (default 0), and
   MODEL_filters.png, the learned first-layer filters."""
@@ -175,7 +175,7 @@ def _explorer(out_dir, image=None, workdir=None, index=None, screenshots=False):
   if image or index is not None:
     raise errors.ConfigError('explorer takes no --image or --index: its page has a drawing pad and '
                              'the run\'s test images')
-  return explorer.write(inference.load(workdir), out_dir, screenshots)
+  return explorer.write(trained_run.load(workdir), out_dir, screenshots)
 
 
 _MAKERS = {'convolution': _convolution, 'kernels': _kernels, 'relu': _relu, 'pooling': _pooling,
@@ -195,7 +195,7 @@ def make(what: str, out_dir: str, image: str | None = None, workdir: str | None 
                              'relu, pooling and feature-maps')
   if screenshots and what != 'explorer':
     raise errors.ConfigError(f'--screenshots is for explorer, not {what}')
-  outputs.writable_dir(out_dir, '--out_dir')  # before a run is loaded or anything is drawn
+  output_paths.writable_dir(out_dir, '--out_dir')  # before a run is loaded or anything is drawn
   if what == 'explorer':
     return _explorer(out_dir, image=image, workdir=workdir, index=index, screenshots=screenshots)
   return _MAKERS[what](out_dir, image=image, workdir=workdir, index=index)

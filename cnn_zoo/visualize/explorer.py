@@ -19,10 +19,10 @@ import os
 
 import numpy as np
 
-from cnn_zoo import errors, escape, models, outputs, predict
+from cnn_zoo import errors, escape, models, output_paths, predict
 from cnn_zoo.data import device_pipeline, preprocess
 from cnn_zoo.models import lenet
-from cnn_zoo.train import inference
+from cnn_zoo.train import trained_run
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'explorer.html')
 PLACEHOLDER = '/*EXPLORER_DATA*/null'  # where the template takes its JSON
@@ -45,7 +45,7 @@ def _ordered(params: dict, prefix: str) -> list[dict]:
   return [params[k] for k in keys]
 
 
-def network(run: inference.TrainedRun) -> list[dict]:
+def network(run: trained_run.TrainedRun) -> list[dict]:
   """The layers the page computes, with their weights: conv (kernel HWIO), pool, dense (kernel
   in x out); the last dense layer gives the logits."""
   params = run.variables['params']
@@ -64,7 +64,7 @@ def network(run: inference.TrainedRun) -> list[dict]:
   return layers
 
 
-def _pad_box(run: inference.TrainedRun) -> list[int]:
+def _pad_box(run: trained_run.TrainedRun) -> list[int]:
   """[top, left, height, width] of the drawable box in the model's input: where a white dataset
   image lands once fitted (all of it when the run resizes, the unpadded box when it pads)."""
   white = np.full((1, *run.data.image_shape), 255, np.uint8)
@@ -75,14 +75,14 @@ def _pad_box(run: inference.TrainedRun) -> list[int]:
           int(cols.max() - cols.min() + 1)]
 
 
-def pad_values(run: inference.TrainedRun, images_uint8: np.ndarray) -> np.ndarray:
+def pad_values(run: trained_run.TrainedRun, images_uint8: np.ndarray) -> np.ndarray:
   """Dataset images as the page's pad holds them: the model's (N, H, W) input in 0..1, before
   normalisation (what `TrainedRun.inputs` computes before subtracting the mean)."""
   fitted = device_pipeline.fit(images_uint8, run.preprocess.image_shape, run.preprocess.resize_mode)
   return np.asarray(device_pipeline.HOST_OPS.to_float(fitted), np.float32)[..., 0]
 
 
-def examples(run: inference.TrainedRun, count: int = NUM_EXAMPLES) -> list[int]:
+def examples(run: trained_run.TrainedRun, count: int = NUM_EXAMPLES) -> list[int]:
   """Test-split indices of the first image of each of the first `count` classes."""
   labels = run.dataset.test.labels
   found = {}
@@ -94,7 +94,7 @@ def examples(run: inference.TrainedRun, count: int = NUM_EXAMPLES) -> list[int]:
   return [found[label] for label in sorted(found)]
 
 
-def check(run: inference.TrainedRun) -> None:
+def check(run: trained_run.TrainedRun) -> None:
   """Refuses, in one line, a run the page cannot draw."""
   if not isinstance(run.model, lenet.LeNet5) or run.preprocess.image_shape[-1] != 1:
     raise errors.ConfigError(f'the explorer draws conv/pool/dense models of one input channel; '
@@ -109,7 +109,7 @@ def _dataset_name(dataset: str) -> str:
       else dataset
 
 
-def data(run: inference.TrainedRun) -> dict:
+def data(run: trained_run.TrainedRun) -> dict:
   """Everything the page needs, JSON-ready."""
   check(run)
   prep = run.preprocess
@@ -133,7 +133,7 @@ def data(run: inference.TrainedRun) -> dict:
   }
 
 
-def page(run: inference.TrainedRun) -> str:
+def page(run: trained_run.TrainedRun) -> str:
   """The self-contained HTML of the explorer for `run`."""
   with open(TEMPLATE, encoding='utf-8') as f:
     template = f.read()
@@ -141,12 +141,12 @@ def page(run: inference.TrainedRun) -> str:
   return template.replace(PLACEHOLDER, escape.json_for_html(data(run)), 1)
 
 
-def write(run: inference.TrainedRun, out_dir: str,
+def write(run: trained_run.TrainedRun, out_dir: str,
           screenshots: bool = False) -> tuple[str, list[tuple[str, int]]]:
   """Writes OUT_DIR/explorer.html and, with `screenshots`, PNGs of it in headless Chromium;
   returns a line on the run and [(path, bytes)]."""
   html = page(run)
-  outputs.writable_dir(out_dir, '--out_dir')
+  output_paths.writable_dir(out_dir, '--out_dir')
   path = os.path.join(out_dir, FILENAME)
   with open(path, 'w', encoding='utf-8') as f:
     f.write(html)

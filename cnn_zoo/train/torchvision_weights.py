@@ -1,7 +1,7 @@
 """Converted runs and fine-tuning: torchvision weights in and out of the zoo's run directories.
 
 - `convert(model, path, workdir)` writes a run directory from a torchvision state dict: the
-  `config.json` and orbax checkpoint (step 0) that `cnn_zoo.train.inference.load` reads, so
+  `config.json` and orbax checkpoint (step 0) that `cnn_zoo.train.trained_run.load` reads, so
   `experiments.predict` and `experiments.visualize` take it like any trained run, and
   `converted.json`, which says where the weights came from and makes inference use ImageNet's
   preprocessing and class names (`cnn_zoo.pretrained.imagenet`).
@@ -23,9 +23,9 @@ import numpy as np
 from cnn_zoo import errors, run_files
 from cnn_zoo.data import run_data
 from cnn_zoo.pretrained import convert as convert_lib
-from cnn_zoo.pretrained import files, imagenet, layout
+from cnn_zoo.pretrained import state_dict_files, imagenet, layout
 from cnn_zoo.train import build as build_lib
-from cnn_zoo.train import checkpoint, inference, optim, workdir as workdir_lib
+from cnn_zoo.train import checkpoint, trained_run, optim, workdir as workdir_lib
 from cnn_zoo.train import config as config_lib
 from cnn_zoo.train import state as state_lib
 
@@ -63,7 +63,7 @@ def convert(model: str, torchvision_path: str, workdir: str, overwrite: bool = F
   as a run in `workdir`. Returns what it wrote to WORKDIR/converted.json, with timings."""
   layout.check_convertible(model)
   started = time.perf_counter()
-  state_dict = files.read(torchvision_path)
+  state_dict = state_dict_files.read(torchvision_path)
   read_s = time.perf_counter() - started
   variables, num_classes, kwargs = convert_lib.to_zoo(state_dict, model, where=torchvision_path)
   convert_s = time.perf_counter() - started - read_s
@@ -115,7 +115,7 @@ def convert(model: str, torchvision_path: str, workdir: str, overwrite: bool = F
 
 def _run_variables(workdir: str):
   """(model, num_classes, model_kwargs, variables) of a run directory."""
-  run = inference.load(workdir)
+  run = trained_run.load(workdir)
   num_classes = run.data.num_classes
   variables = jax.tree.map(np.asarray, run.variables)
   return run.config.model, num_classes, run.config.model_kwargs.to_dict(), variables
@@ -133,12 +133,12 @@ def source_model(init_from: str) -> str | None:
     if not isinstance(model, str):
       raise errors.ConfigError(f'config.init_from={init_from!r}: a directory holding no readable '
                                f'run ({path}); give a run directory or a state dict file '
-                               f'({", ".join(files.FORMATS)})')
+                               f'({", ".join(state_dict_files.FORMATS)})')
     return model
   if not os.path.isfile(init_from):
     raise errors.ConfigError(f'config.init_from={init_from!r} not found; give a run directory or '
-                             f'a state dict file ({", ".join(files.FORMATS)})')
-  files._format(init_from)  # pylint: disable=protected-access
+                             f'a state dict file ({", ".join(state_dict_files.FORMATS)})')
+  state_dict_files._format(init_from)  # pylint: disable=protected-access
   return None
 
 
@@ -164,7 +164,7 @@ def initialise(state: state_lib.TrainState, init_from: str, model: str,
       raise errors.ConfigError(f'config.init_from={init_from!r} is a run of {source!r}, not of '
                                f'{model!r}')
   else:
-    variables, source_classes, _ = convert_lib.to_zoo(files.read(init_from), model,
+    variables, source_classes, _ = convert_lib.to_zoo(state_dict_files.read(init_from), model,
                                                       where=init_from)
   target = {'params': state.params, 'batch_stats': state.batch_stats}
   source = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
@@ -208,6 +208,6 @@ def export(workdir: str, path: str) -> dict:
   model, num_classes, _, variables = _run_variables(workdir)
   layout.check_convertible(model)
   state_dict = convert_lib.to_torchvision(variables, model)
-  files.write(state_dict, path)
+  state_dict_files.write(state_dict, path)
   return {'model': model, 'torchvision_model': layout.TORCHVISION[model],
           'num_classes': num_classes, 'tensors': len(state_dict), 'path': path}
