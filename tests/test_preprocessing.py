@@ -14,7 +14,7 @@ from PIL import Image
 
 from cnn_zoo import parallel, predict
 from cnn_zoo.data import device_pipeline as dp
-from cnn_zoo.data import images, inputs, preprocess, sources
+from cnn_zoo.data import images, inputs, preprocess, run_data, sources
 from cnn_zoo.train import build as build_lib
 from cnn_zoo.train import trained_run
 from configs import default
@@ -99,11 +99,13 @@ def _eval_examples(config, dataset):
 
 
 def _run(config, dataset) -> trained_run.TrainedRun:
-  """What prediction needs of a run: its dataset and its eval preprocessing (no weights: only
+  """What prediction needs of a run: its record of the dataset and its eval preprocessing (no weights: only
   the inputs are compared)."""
-  prep = inputs.training_preprocess(config, dataset, build_lib.make_plan(config, dataset))
-  return trained_run.TrainedRun(config, None, {}, dataclasses.replace(prep, augment='none'), dataset,
-                              0)
+  plan = build_lib.make_plan(config, dataset)
+  prep = inputs.training_preprocess(config, dataset, plan)
+  data = run_data.of_dataset(dataset, config, plan.input_shape, plan.num_classes)
+  return trained_run.TrainedRun(config, None, {}, dataclasses.replace(prep, augment='none'), data,
+                                0, lambda: dataset)
 
 
 @pytest.mark.parametrize('shape', [(28, 28, 1), (20, 20, 3)])  # padded; made grey and resized
