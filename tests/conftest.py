@@ -124,6 +124,24 @@ SLOW_CASES = (
     'tests/test_models.py::test_dropout_only_in_train_mode[resnet32]',
     'tests/test_models.py::test_dropout_only_in_train_mode[densenet_bc_100]',
     'tests/test_models.py::test_dropout_only_in_train_mode[googlenet_cifar]',
+    # The fresh-clone suite of 2026-12-07 (17 min 21 s with issue #29's tests) brought back under
+    # 15 min: each of these has a cheaper member of its family that stays (times with both
+    # workers busy).
+    'tests/test_remat.py::test_remat_gives_the_same_loss_gradients_and_statistics'
+    '[dots-densenet_bc_100]',  # 46 s; dots-resnet20 stays
+    'tests/test_conv.py::test_the_step_gives_the_same_result_with_either_implementation'
+    '[resnet20]',  # 29 s; lenet5 stays, and test_conv_wgrad compares every zoo convolution
+    'tests/test_models.py::test_forward_shape_and_finite[densenet_bc_100]',  # 23 s
+    'tests/test_models.py::test_forward_shape_and_finite[googlenet_cifar]',  # 21 s
+    'tests/test_models.py::test_forward_shape_and_finite[vgg16_bn_cifar]',  # vgg11 and 13 stay
+    'tests/test_models.py::test_forward_shape_and_finite[vgg19_bn_cifar]',
+    'tests/test_models.py::test_batch_stats_change_in_train_mode_only[resnet32]',  # 19 s
+    'tests/test_models.py::test_batch_stats_change_in_train_mode_only[vgg16_bn_cifar]',
+    'tests/test_models.py::test_batch_stats_change_in_train_mode_only[vgg19_bn_cifar]',
+    'tests/test_reference_outputs.py::test_fixed_weights_give_the_reference_outputs'
+    '[googlenet_cifar]',  # 17 s; its variable tree and initial values stay
+    'tests/test_conv_wgrad.py::test_every_zoo_convolution_weight_gradient_equals_xlas'
+    '[densenet]',  # 17 s; the 1x1 and 3x3 shapes of ResNet and GoogLeNet stay
 )
 
 
